@@ -1,0 +1,42 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tenure_domain::SourceRecord;
+use uuid::Uuid;
+
+/// What ingest publishes on `tenure.ingest.<source>`: a verified,
+/// normalised record plus where and when it came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestEnvelope {
+    pub source: String,
+    pub delivery_id: String,
+    pub received_at: DateTime<Utc>,
+    /// Ties every event and SCIM call caused by this delivery together.
+    pub correlation_id: Uuid,
+    pub record: SourceRecord,
+}
+
+impl IngestEnvelope {
+    /// Message id for JetStream de-duplication of redelivered webhooks.
+    pub fn msg_id(&self) -> String {
+        format!("{}:{}", self.source, self.delivery_id)
+    }
+}
+
+/// "Bring (app, person) to its desired state". Carries no operations: the
+/// worker reads the current desired state when it runs, so stale or
+/// duplicated jobs are harmless.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub app: String,
+    pub person_id: Uuid,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+}
+
+impl Job {
+    pub fn partition(&self, partitions: u32) -> u32 {
+        let b = self.person_id.as_bytes();
+        let n = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+        n % partitions.max(1)
+    }
+}

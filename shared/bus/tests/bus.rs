@@ -1,0 +1,62 @@
+use bytes::Bytes;
+use std::time::Duration;
+use tenure_bus::{subjects, Bus, INGEST_STREAM};
+use tenure_testkit::NatsServer;
+
+#[tokio::test]
+async fn publish_is_deduplicated_by_message_id_and_survives_a_restart_of_the_client() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let bus = Bus::connect(&nats.url(), Duration::from_secs(60)).await?;
+    let first = bus
+        .publish(&subjects::ingest("generic"), "generic:d-1", &[], Bytes::from_static(b"{}"))
+        .await?;
+    let again = bus
+        .publish(&subjects::ingest("generic"), "generic:d-1", &[], Bytes::from_static(b"{}"))
+        .await?;
+    assert!(!first.duplicate);
+    assert!(again.duplicate, "same message id within the window is a duplicate");
+    assert_eq!(first.sequence, again.sequence);
+
+    // Streams already exist: a second process connecting must not fail or reset them.
+    let bus2 = Bus::connect(&nats.url(), Duration::from_secs(60)).await?;
+    let mut stream = bus2.js.get_stream(INGEST_STREAM).await?;
+    assert_eq!(stream.info().await?.state.messages, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn durable_consumer_redelivers_unacked_messages() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let nats = NatsServer::start()?;
+    let bus = Bus::connect(&nats.url(), Duration::from_secs(60)).await?;
+    bus.publish(&subjects::jobs("wiki", 3), "j-1", &[], Bytes::from_static(b"job")).await?;
+    let consumer = bus
+        .durable_consumer(tenure_bus::JOBS_STREAM, "fanout-wiki", &subjects::jobs_of_app("wiki"), Duration::from_secs(1), 5)
+        .await?;
+    let mut msgs = consumer.messages().await?;
+    let first = msgs.next().await.expect("a message")?;
+    assert_eq!(first.payload.as_ref(), b"job");
+    drop(first); // never acked, as if the worker died
+    let again = tokio::time::timeout(Duration::from_secs(5), msgs.next())
+        .await?
+        .expect("redelivery")?;
+    assert_eq!(again.info().map_err(|e| anyhow::anyhow!("{e}"))?.delivered, 2);
+    again.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn quarantine_keeps_payload_and_reason() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let bus = Bus::connect(&nats.url(), Duration::from_secs(60)).await?;
+    bus.quarantine("generic", 401, "bad signature", Bytes::from_static(b"{\"x\":1}")).await?;
+    bus.quarantine("generic", 422, "work_email: not an e-mail", Bytes::from_static(b"{}")).await?;
+    let items = bus.list_quarantine(10).await?;
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0].status, 401);
+    assert_eq!(items[0].reason, "bad signature");
+    assert_eq!(items[0].payload, "{\"x\":1}");
+    assert_eq!(items[1].status, 422);
+    assert_eq!(bus.list_quarantine(1).await?.len(), 1);
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! Tenure's configuration file (TOML) and process-wide telemetry setup.
+//! Secrets are never stored in the file itself: the file names an
+//! environment variable or a file that holds them.
+
+pub mod secret;
+pub mod telemetry;
+
+pub use secret::{Secret, SecretRef};
+
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+use tenure_domain::{AppPolicy, ScopeFilter, TerminationPolicy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("secret {0}")]
+    Secret(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub nats: NatsConfig,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default)]
+    pub fanout: FanoutConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default, rename = "app")]
+    pub apps: Vec<AppConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub url: String,
+    /// Role the services switch to after connecting; it may only read and
+    /// append events, so append-only does not depend on code review.
+    pub role: Option<String>,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/tenure".into(),
+            role: Some("tenure_app".into()),
+            max_connections: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    pub url: String,
+    /// How long JetStream remembers a message id for de-duplication.
+    pub duplicate_window_secs: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            duplicate_window_secs: 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    pub listen: String,
+    pub max_body_bytes: usize,
+    /// Signed timestamps older or newer than this are rejected (replay guard).
+    pub max_clock_skew_secs: u64,
+    pub generic: GenericSourceConfig,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 256 * 1024,
+            max_clock_skew_secs: 300,
+            generic: GenericSourceConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenericSourceConfig {
+    pub secret: SecretRef,
+}
+
+impl Default for GenericSourceConfig {
+    fn default() -> Self {
+        Self {
+            secret: SecretRef::Env {
+                env: "TENURE_GENERIC_SECRET".into(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// IANA zone used for persons whose record names none.
+    pub default_time_zone: String,
+    pub consumer_name: String,
+    /// Job subjects per app: tenure.jobs.<app>.<0..partitions>.
+    pub partitions: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            default_time_zone: "UTC".into(),
+            consumer_name: "engine".into(),
+            partitions: 8,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn default_tz(&self) -> Result<chrono_tz::Tz, ConfigError> {
+        self.default_time_zone.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "engine.default_time_zone: unknown IANA time zone {:?}",
+                self.default_time_zone
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FanoutConfig {
+    /// Jobs in flight per app (distinct persons; one person is never
+    /// worked on twice at once).
+    pub concurrency: usize,
+    pub request_timeout_ms: u64,
+    pub max_attempts: u32,
+    pub base_delay_ms: u64,
+    pub max_delay_ms: u64,
+    /// JetStream redeliveries of a job before it is left for operators.
+    pub max_deliver: i64,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            request_timeout_ms: 10_000,
+            max_attempts: 5,
+            base_delay_ms: 200,
+            max_delay_ms: 30_000,
+            max_deliver: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub listen: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8081".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UserNameFrom {
+    /// The full work e-mail address.
+    #[default]
+    Email,
+    /// The part of the work e-mail before the `@`.
+    EmailLocalPart,
+    /// The employee number (falls back to the e-mail when absent).
+    EmployeeNumber,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub name: String,
+    pub base_url: String,
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    #[serde(default)]
+    pub scope: Option<ScopeFilter>,
+    #[serde(default)]
+    pub on_termination: TerminationPolicy,
+    #[serde(default)]
+    pub user_name: UserNameFrom,
+}
+
+impl AppConfig {
+    pub fn policy(&self) -> AppPolicy {
+        AppPolicy {
+            scope: self.scope.clone(),
+            on_termination: self.on_termination,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.engine.default_tz()?;
+        if self.engine.partitions == 0 {
+            return Err(ConfigError::Invalid("engine.partitions must be at least 1".into()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for app in &self.apps {
+            let ok = !app.name.is_empty()
+                && app.name.len() <= 64
+                && app
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "app {:?}: names use a-z, 0-9 and _ only (they become NATS subjects and stream ids)",
+                    app.name
+                )));
+            }
+            if !seen.insert(&app.name) {
+                return Err(ConfigError::Invalid(format!("app {:?} is defined twice", app.name)));
+            }
+            if !(app.base_url.starts_with("http://") || app.base_url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "app {:?}: base_url must start with http:// or https://",
+                    app.name
+                )));
+            }
+            if let Some(f) = &app.scope {
+                if !tenure_domain::Attributes::NAMES.contains(&f.attribute.as_str()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "app {:?}: scope.attribute {:?} is not one of {}",
+                        app.name,
+                        f.attribute,
+                        tenure_domain::Attributes::NAMES.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn app(&self, name: &str) -> Option<&AppConfig> {
+        self.apps.iter().find(|a| a.name == name)
+    }
+}
+
+impl FanoutConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_example_parses() {
+        let cfg = Config::parse(
+            r#"
+            [database]
+            url = "postgres://postgres@127.0.0.1/t"
+            [ingest.generic]
+            secret = { file = "/run/secrets/hr" }
+            [[app]]
+            name = "wiki"
+            base_url = "http://127.0.0.1:9000/wiki/v2"
+            token = { env = "WIKI_TOKEN" }
+            scope = { attribute = "department", values = ["Engineering"] }
+            on_termination = "delete"
+            user_name = "email_local_part"
+            "#,
+            "test",
+        )
+        .expect("parses");
+        assert_eq!(cfg.apps.len(), 1);
+        assert_eq!(cfg.apps[0].on_termination, TerminationPolicy::Delete);
+        assert_eq!(cfg.ingest.max_clock_skew_secs, 300);
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_context() {
+        let e = Config::parse("[[app]]\nname = \"Wiki!\"\nbase_url = \"http://x\"\n", "c.toml")
+            .expect_err("bad name");
+        assert!(e.to_string().contains("Wiki!"), "{e}");
+        let e = Config::parse("[databse]\nurl = \"x\"\n", "c.toml").expect_err("typo");
+        assert!(e.to_string().contains("databse"), "{e}");
+        let e = Config::parse(
+            "[[app]]\nname = \"a\"\nbase_url = \"http://x\"\nscope = { attribute = \"shoe_size\", values = [] }\n",
+            "c.toml",
+        )
+        .expect_err("bad attribute");
+        assert!(e.to_string().contains("shoe_size"), "{e}");
+    }
+}
