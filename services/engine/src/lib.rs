@@ -1,0 +1,92 @@
+//! The engine: consumes verified source records, runs the pure person
+//! lifecycle, and commits events, projections and outbox rows in one
+//! transaction. A relay then publishes the outbox to JetStream.
+
+pub mod process;
+pub mod relay;
+
+pub use process::{apply_envelope, Applied, EngineApps};
+
+use futures::StreamExt;
+use std::time::Duration;
+use tenure_bus::{Bus, IngestEnvelope, INGEST_STREAM};
+use tenure_config::Config;
+use tenure_store::sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn, Instrument};
+
+/// Consumes `tenure.ingest.>` until cancelled, with the relay running beside it.
+pub async fn run(cfg: &Config, pool: PgPool, bus: Bus, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let apps = EngineApps::from_config(cfg)?;
+    let default_tz = cfg.engine.default_tz()?;
+    let relay = tokio::spawn(relay::run(pool.clone(), bus.clone(), shutdown.clone()));
+
+    let consumer = bus
+        .durable_consumer(INGEST_STREAM, &cfg.engine.consumer_name, "tenure.ingest.>", Duration::from_secs(30), -1)
+        .await?;
+    let mut messages = consumer.messages().await?;
+    info!(consumer = %cfg.engine.consumer_name, "engine consuming");
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = messages.next() => m,
+        };
+        let msg = match next {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                warn!(error = %e, "ingest consumer error; continuing");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            None => break,
+        };
+        let envelope: IngestEnvelope = match serde_json::from_slice(&msg.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                // Ingest validated this already; a message that still does not
+                // decode would fail forever, so it is terminated, loudly.
+                error!(error = %e, subject = %msg.subject, "undecodable ingest message; terminating it");
+                let _ = msg.ack_with(async_nats::jetstream::AckKind::Term).await;
+                continue;
+            }
+        };
+        let span = tracing::info_span!("apply", source = %envelope.source, delivery_id = %envelope.delivery_id, correlation_id = %envelope.correlation_id, person = tracing::field::Empty);
+        let result = apply_with_retry(&pool, &apps, default_tz, &envelope).instrument(span).await;
+        match result {
+            Ok(_) => {
+                if let Err(e) = msg.ack().await {
+                    warn!(error = %e, "ack failed; the record will be redelivered and skipped as already processed");
+                }
+            }
+            Err(e) => {
+                error!(error = %e, delivery_id = %envelope.delivery_id, "record not applied; will be redelivered");
+                let _ = msg
+                    .ack_with(async_nats::jetstream::AckKind::Nak(Some(Duration::from_secs(2))))
+                    .await;
+            }
+        }
+    }
+    shutdown.cancel();
+    let _ = relay.await;
+    Ok(())
+}
+
+/// Version conflicts mean another engine instance changed the same person
+/// concurrently: re-reading and deciding again is the correct response.
+async fn apply_with_retry(
+    pool: &PgPool,
+    apps: &EngineApps,
+    default_tz: chrono_tz::Tz,
+    envelope: &IngestEnvelope,
+) -> Result<Applied, process::ProcessError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match apply_envelope(pool, apps, default_tz, envelope, chrono::Utc::now()).await {
+            Err(process::ProcessError::Store(tenure_store::StoreError::Conflict { .. })) if attempt < 10 => {
+                tokio::time::sleep(Duration::from_millis(5 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
