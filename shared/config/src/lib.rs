@@ -163,6 +163,9 @@ pub struct FanoutConfig {
     pub max_delay_ms: u64,
     /// JetStream redeliveries of a job before it is left for operators.
     pub max_deliver: i64,
+    /// How long a job may go unacknowledged before JetStream hands it to
+    /// another worker (a running job keeps extending it).
+    pub ack_wait_secs: u64,
 }
 
 impl Default for FanoutConfig {
@@ -174,6 +177,7 @@ impl Default for FanoutConfig {
             base_delay_ms: 200,
             max_delay_ms: 30_000,
             max_deliver: 20,
+            ack_wait_secs: 30,
         }
     }
 }

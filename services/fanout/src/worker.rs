@@ -1,0 +1,389 @@
+//! One reconcile of (app, person): read the desired state, find the account,
+//! diff, send the minimal SCIM calls, and record every call and the outcome
+//! on the account's stream.
+
+use crate::mapping;
+use serde_json::json;
+use tenure_bus::Job;
+use tenure_config::AppConfig;
+use tenure_domain::{Attributes, Lifecycle, Person};
+use tenure_scim::{
+    diff, with_retry, CallRecord, Capabilities, Desired, Op, RemoteUser, RetryPolicy, ScimClient,
+    ScimError,
+};
+use tenure_store::sqlx::{self, PgPool, Row};
+use tenure_store::{ExpectedVersion, Metadata, NewEvent};
+use uuid::Uuid;
+
+/// Advisory-lock namespace for per-(app, person) leases.
+const LEASE_NAMESPACE: i32 = 0x7e_4e_01;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] tenure_store::StoreError),
+    /// The app failed in a way that may pass later (5xx, 429, timeout);
+    /// the job is redelivered.
+    #[error("{0}")]
+    Transient(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The person is not known (yet): nothing to reconcile.
+    UnknownPerson,
+    InSync,
+    Changed(Vec<&'static str>),
+    /// A permanent refusal (4xx) or a collision that needs an operator;
+    /// recorded as an event, not retried.
+    Failed(String),
+}
+
+pub struct AppWorker {
+    pub app: AppConfig,
+    pub client: ScimClient,
+    pub caps: Capabilities,
+    pub retry: RetryPolicy,
+    pub pool: PgPool,
+}
+
+pub fn account_stream(app: &str, person: Uuid) -> String {
+    format!("account-{app}-{person}")
+}
+
+/// Accumulates the audit events of one reconcile.
+struct Audit<'a> {
+    job: &'a Job,
+    app: &'a str,
+    events: Vec<NewEvent>,
+}
+
+impl Audit<'_> {
+    fn push(&mut self, event_type: &str, data: serde_json::Value) {
+        self.events.push(NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: event_type.to_string(),
+            data,
+            metadata: Metadata {
+                correlation_id: self.job.correlation_id,
+                causation_id: self.job.causation_id,
+                person_id: Some(self.job.person_id),
+                app: Some(self.app.to_string()),
+                source: None,
+                actor: "fanout".into(),
+                effective_at: None,
+            },
+        });
+    }
+
+    fn call(&mut self, record: &CallRecord, attempt: u32) {
+        let ok = record.error.is_none() && record.status.is_some_and(|s| s < 400 || s == 404);
+        let mut data = serde_json::to_value(record).unwrap_or_default();
+        if let Some(o) = data.as_object_mut() {
+            o.insert("attempt".into(), json!(attempt));
+        }
+        self.push(if ok { "ScimCallSucceeded" } else { "ScimCallFailed" }, data);
+    }
+}
+
+struct Known {
+    remote_id: Option<String>,
+    user_name: Option<String>,
+}
+
+impl AppWorker {
+    /// Runs one job under a lease so two jobs for the same (app, person)
+    /// never interleave, in this process or any other.
+    pub async fn reconcile(&self, job: &Job) -> Result<Outcome, WorkerError> {
+        // The lease lives in a transaction that writes nothing: it gets no
+        // transaction id, so it does not hold back global event readers, and
+        // it is released by the database if this process dies.
+        let mut lease = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(LEASE_NAMESPACE)
+            .bind(format!("{}:{}", self.app.name, job.person_id))
+            .execute(&mut *lease)
+            .await?;
+        let result = self.reconcile_leased(job).await;
+        lease.rollback().await?;
+        result
+    }
+
+    async fn reconcile_leased(&self, job: &Job) -> Result<Outcome, WorkerError> {
+        let row = sqlx::query("SELECT status, attributes FROM persons WHERE person_id = $1")
+            .bind(job.person_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(Outcome::UnknownPerson);
+        };
+        let status: String = row.try_get("status")?;
+        let attributes: Attributes =
+            serde_json::from_value(row.try_get("attributes")?).unwrap_or_default();
+        let lifecycle = match status.as_str() {
+            "active" => Lifecycle::Active,
+            "pre_hire" => Lifecycle::PreHire,
+            _ => Lifecycle::Terminated,
+        };
+        let person = Person {
+            lifecycle: Some(lifecycle),
+            attributes,
+            ..Person::default()
+        };
+        let desired = mapping::desired(&self.app, job.person_id, &person);
+        let stream = account_stream(&self.app.name, job.person_id);
+        let mut conn = self.pool.acquire().await?;
+        let version = tenure_store::stream_version(&mut conn, &stream).await?;
+        let known = sqlx::query("SELECT remote_id, user_name FROM accounts WHERE app = $1 AND person_id = $2")
+            .bind(&self.app.name)
+            .bind(job.person_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| Known {
+                remote_id: r.try_get("remote_id").ok().flatten(),
+                user_name: r.try_get("user_name").ok().flatten(),
+            })
+            .unwrap_or(Known {
+                remote_id: None,
+                user_name: None,
+            });
+        drop(conn);
+
+        let mut audit = Audit {
+            job,
+            app: &self.app.name,
+            events: Vec::new(),
+        };
+        let user_name = mapping::user_name(&self.app, &person.attributes);
+        let result = self
+            .converge(job, &desired, &known, &user_name, &mut audit)
+            .await;
+
+        let (outcome, remote, error) = match result {
+            Ok((outcome, remote)) => (Some(outcome), remote, None),
+            Err(e) => (None, None, Some(e)),
+        };
+        if let Some(e) = &error {
+            audit.push("ReconcileFailed", json!({ "error": e.to_string(), "retrying": true }));
+        }
+        if let Some(Outcome::Failed(reason)) = &outcome {
+            audit.push("ReconcileFailed", json!({ "error": reason, "retrying": false }));
+        }
+
+        let mut tx = self.pool.begin().await?;
+        if !audit.events.is_empty() {
+            tenure_store::append(&mut tx, &stream, ExpectedVersion::Exact(version), &audit.events).await?;
+        }
+        match (&outcome, &remote) {
+            (Some(_), Some(r)) => {
+                sqlx::query(
+                    "INSERT INTO accounts (app, person_id, remote_id, user_name, active, state, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, now())
+                     ON CONFLICT (app, person_id) DO UPDATE
+                     SET remote_id = $3, user_name = $4, active = $5, state = $6, updated_at = now()",
+                )
+                .bind(&self.app.name)
+                .bind(job.person_id)
+                .bind(&r.id)
+                .bind(&r.user_name)
+                .bind(r.active)
+                .bind(remote_state(r))
+                .execute(&mut *tx)
+                .await?;
+            }
+            (Some(Outcome::Changed(what)), None) if what.contains(&"AccountDeleted") => {
+                sqlx::query("DELETE FROM accounts WHERE app = $1 AND person_id = $2")
+                    .bind(&self.app.name)
+                    .bind(job.person_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            _ => {}
+        }
+        tx.commit().await?;
+        match (outcome, error) {
+            (Some(o), _) => Ok(o),
+            (None, Some(e)) => Err(WorkerError::Transient(e.to_string())),
+            (None, None) => Err(WorkerError::Transient("no outcome".into())),
+        }
+    }
+
+    /// Sends one call with retries, auditing every attempt.
+    async fn call<T, F, Fut>(&self, audit: &mut Audit<'_>, mut f: F) -> Result<tenure_scim::Call<T>, ScimError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<tenure_scim::Call<T>, ScimError>>,
+    {
+        let mut failures: Vec<CallRecord> = Vec::new();
+        let result = with_retry(&self.retry, &mut f, |e| {
+            if let Some(r) = e.record() {
+                failures.push(r.clone());
+            }
+        })
+        .await;
+        for (i, r) in failures.iter().enumerate() {
+            audit.call(r, i as u32 + 1);
+        }
+        if let Ok(call) = &result {
+            audit.call(&call.record, failures.len() as u32 + 1);
+        }
+        result
+    }
+
+    /// Finds the account: stored remote id, then externalId, then userName.
+    async fn lookup(
+        &self,
+        job: &Job,
+        known: &Known,
+        user_name: &str,
+        audit: &mut Audit<'_>,
+    ) -> Result<Option<(RemoteUser, &'static str)>, ScimError> {
+        if let Some(id) = &known.remote_id {
+            if let Some(u) = self.call(audit, || self.client.get_user(id)).await?.value {
+                return Ok(Some((u, "id")));
+            }
+        }
+        if !self.caps.filter {
+            return Ok(None);
+        }
+        let external = job.person_id.to_string();
+        if let Some(u) = self
+            .call(audit, || self.client.find_user("externalId", &external))
+            .await?
+            .value
+        {
+            return Ok(Some((u, "externalId")));
+        }
+        let mut names = vec![user_name.to_string()];
+        if let Some(old) = &known.user_name {
+            if !old.eq_ignore_ascii_case(user_name) {
+                names.push(old.clone());
+            }
+        }
+        for name in names {
+            if let Some(u) = self.call(audit, || self.client.find_user("userName", &name)).await?.value {
+                return Ok(Some((u, "userName")));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn converge(
+        &self,
+        job: &Job,
+        desired: &Desired,
+        known: &Known,
+        user_name: &str,
+        audit: &mut Audit<'_>,
+    ) -> Result<(Outcome, Option<RemoteUser>), ScimError> {
+        let mut found = self.lookup(job, known, user_name, audit).await?;
+        let mut changed: Vec<&'static str> = Vec::new();
+        // Two rounds at most: a create that collides (409) is followed by a
+        // lookup and one more diff against what the lookup found.
+        for _round in 0..2 {
+            if let Some((remote, how)) = &found {
+                if *how != "id" {
+                    let ours = remote.external_id.as_deref() == Some(job.person_id.to_string().as_str());
+                    if !ours && remote.external_id.as_deref().is_some_and(|x| !x.is_empty()) {
+                        return Ok((
+                            Outcome::Failed(format!(
+                                "userName {:?} is taken by remote account {} with externalId {:?}; not linking someone else's account",
+                                remote.user_name, remote.id, remote.external_id
+                            )),
+                            None,
+                        ));
+                    }
+                    audit.push("AccountLinked", json!({ "remote_id": remote.id, "user_name": remote.user_name, "found_by": how }));
+                    changed.push("AccountLinked");
+                }
+            }
+            let remote = found.as_ref().map(|(r, _)| r.clone());
+            let ops = diff(desired, remote.as_ref(), self.caps);
+            if ops.is_empty() {
+                let outcome = if changed.is_empty() { Outcome::InSync } else { Outcome::Changed(changed) };
+                return Ok((outcome, remote));
+            }
+            let mut current = remote;
+            let mut collided = false;
+            for op in &ops {
+                match self.call(audit, || self.client.execute(op)).await {
+                    Ok(call) => {
+                        let (kind, data) = describe(op, &call.value, current.as_ref());
+                        audit.push(kind, data);
+                        changed.push(kind);
+                        current = match op {
+                            Op::Delete { .. } => None,
+                            _ => call.value.or(current),
+                        };
+                    }
+                    Err(e) if matches!(op, Op::Create(_)) && e.status() == Some(409) => {
+                        collided = true;
+                        break;
+                    }
+                    Err(e) if !e.is_retryable() => {
+                        return Ok((Outcome::Failed(e.to_string()), current));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !collided {
+                // PATCH may answer 204 without a body: re-read so the stored
+                // state is what the server holds, not what we hoped.
+                if let Some(r) = &current {
+                    if ops.iter().any(|o| matches!(o, Op::Patch { .. })) {
+                        if let Some(fresh) = self.call(audit, || self.client.get_user(&r.id)).await?.value {
+                            current = Some(fresh);
+                        }
+                    }
+                }
+                return Ok((Outcome::Changed(changed), current));
+            }
+            found = self
+                .call(audit, || self.client.find_user("userName", user_name))
+                .await?
+                .value
+                .map(|u| (u, "userName"));
+            if found.is_none() {
+                return Ok((
+                    Outcome::Failed(format!("create of {user_name:?} conflicted (409) but no account with that userName is visible")),
+                    None,
+                ));
+            }
+        }
+        Ok((Outcome::Failed("account did not converge after a create conflict".into()), found.map(|(r, _)| r)))
+    }
+}
+
+fn describe(op: &Op, result: &Option<RemoteUser>, before: Option<&RemoteUser>) -> (&'static str, serde_json::Value) {
+    let remote_id = result.as_ref().map(|r| r.id.clone());
+    match op {
+        Op::Create(spec) => (
+            "AccountCreated",
+            json!({ "remote_id": remote_id, "user_name": spec.user_name, "active": spec.active }),
+        ),
+        Op::Patch { id, ops } => {
+            let deactivated = ops.iter().any(|p| p.path == "active" && p.value == json!(false));
+            let kind = if deactivated && ops.len() == 1 { "AccountDeactivated" } else { "AccountUpdated" };
+            (kind, json!({ "remote_id": id, "changes": ops }))
+        }
+        Op::Replace { id, spec } => {
+            let kind = if !spec.active && before.is_some_and(|b| b.active) { "AccountDeactivated" } else { "AccountUpdated" };
+            (kind, json!({ "remote_id": id, "replaced_with": spec }))
+        }
+        Op::Delete { id } => ("AccountDeleted", json!({ "remote_id": id })),
+    }
+}
+
+fn remote_state(r: &RemoteUser) -> serde_json::Value {
+    json!({
+        "user_name": r.user_name,
+        "external_id": r.external_id,
+        "display_name": r.display_name,
+        "email": r.email,
+        "active": r.active,
+        "department": r.department,
+        "title": r.title,
+    })
+}

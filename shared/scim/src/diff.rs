@@ -1,0 +1,618 @@
+//! The pure reconciliation decision: given what should be and what is, which
+//! SCIM operations close the gap. No I/O here, so the engine can plan, test
+//! and audit decisions without a server.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::user::{non_empty, non_empty_opt, work_emails, RemoteUser, UserSpec};
+
+/// What Tenure wants for one person in one app.
+// Unboxed so callers can build and match it directly; one value lives per
+// decision, so the padding of the unit variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Desired {
+    /// The account must exist with these attributes (`spec.active` may be
+    /// false, e.g. pre-provisioned before the start date).
+    Present(UserSpec),
+    /// If an account exists it must be inactive; never create one.
+    Deactivated,
+    /// If an account exists it must be deleted; never create one.
+    Deleted,
+}
+
+/// What the server supports, from `/ServiceProviderConfig`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub patch: bool,
+    pub filter: bool,
+    pub etag: bool,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            patch: true,
+            filter: true,
+            etag: true,
+        }
+    }
+}
+
+/// One SCIM call to make.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    Create(UserSpec),
+    Patch {
+        id: String,
+        ops: Vec<PatchOp>,
+    },
+    /// PUT: replaces every attribute; never creates.
+    Replace {
+        id: String,
+        spec: UserSpec,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+/// One RFC 7644 §3.5.2 PATCH operation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PatchOp {
+    /// `replace`, or `remove` to clear an attribute the spec leaves unset.
+    pub op: String,
+    pub path: String,
+    /// `null` for `remove`, which RFC 7644 sends without a value.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub value: Value,
+}
+
+impl PatchOp {
+    pub fn replace(path: impl Into<String>, value: impl Into<Value>) -> Self {
+        PatchOp {
+            op: "replace".into(),
+            path: path.into(),
+            value: value.into(),
+        }
+    }
+
+    pub fn remove(path: impl Into<String>) -> Self {
+        PatchOp {
+            op: "remove".into(),
+            path: path.into(),
+            value: Value::Null,
+        }
+    }
+}
+
+pub const PATH_USER_NAME: &str = "userName";
+pub const PATH_EXTERNAL_ID: &str = "externalId";
+pub const PATH_GIVEN_NAME: &str = "name.givenName";
+pub const PATH_FAMILY_NAME: &str = "name.familyName";
+pub const PATH_DISPLAY_NAME: &str = "displayName";
+/// The whole list rather than `emails[type eq "work"].value`: a value filter
+/// fails with `noTarget` when the account has no work email yet, and Tenure
+/// owns the account's email anyway.
+pub const PATH_EMAILS: &str = "emails";
+pub const PATH_ACTIVE: &str = "active";
+pub const PATH_TITLE: &str = "title";
+pub const PATH_DEPARTMENT: &str =
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department";
+pub const PATH_EMPLOYEE_NUMBER: &str =
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber";
+
+/// The operations that make `remote` match `desired`; empty when it already
+/// does. At most one operation is returned.
+pub fn diff(desired: &Desired, remote: Option<&RemoteUser>, caps: Capabilities) -> Vec<Op> {
+    match (desired, remote) {
+        (Desired::Present(spec), None) => vec![Op::Create(spec.clone())],
+        (Desired::Present(spec), Some(remote)) => {
+            let ops = attribute_changes(spec, remote);
+            if ops.is_empty() {
+                Vec::new()
+            } else if caps.patch {
+                vec![Op::Patch {
+                    id: remote.id.clone(),
+                    ops,
+                }]
+            } else {
+                vec![Op::Replace {
+                    id: remote.id.clone(),
+                    spec: spec.clone(),
+                }]
+            }
+        }
+        (Desired::Deactivated, Some(remote)) if remote.active => {
+            if caps.patch {
+                vec![Op::Patch {
+                    id: remote.id.clone(),
+                    ops: vec![PatchOp::replace(PATH_ACTIVE, false)],
+                }]
+            } else {
+                // PUT replaces everything, so it must carry the remote's own
+                // attributes or deactivating would also wipe the profile.
+                let mut spec = remote.to_spec();
+                spec.active = false;
+                vec![Op::Replace {
+                    id: remote.id.clone(),
+                    spec,
+                }]
+            }
+        }
+        (Desired::Deactivated, _) => Vec::new(),
+        (Desired::Deleted, Some(remote)) => vec![Op::Delete {
+            id: remote.id.clone(),
+        }],
+        (Desired::Deleted, None) => Vec::new(),
+    }
+}
+
+/// `replace` to set, `remove` to clear, so an attribute dropped from the
+/// spec is dropped on the server too.
+fn set(path: &str, value: Option<&str>) -> PatchOp {
+    match value {
+        Some(v) => PatchOp::replace(path, v),
+        None => PatchOp::remove(path),
+    }
+}
+
+fn attribute_changes(spec: &UserSpec, remote: &RemoteUser) -> Vec<PatchOp> {
+    let mut ops = Vec::new();
+    // userName is caseExact=false (RFC 7643 §4.1.1): a case-only difference
+    // is the same name, and servers may normalise its case.
+    if spec.user_name.to_lowercase() != remote.user_name.to_lowercase() {
+        ops.push(PatchOp::replace(PATH_USER_NAME, spec.user_name.as_str()));
+    }
+    let strings = [
+        (
+            PATH_EXTERNAL_ID,
+            non_empty(&spec.external_id),
+            non_empty_opt(&remote.external_id),
+        ),
+        (
+            PATH_GIVEN_NAME,
+            non_empty(&spec.given_name),
+            non_empty_opt(&remote.given_name),
+        ),
+        (
+            PATH_FAMILY_NAME,
+            non_empty(&spec.family_name),
+            non_empty_opt(&remote.family_name),
+        ),
+        (
+            PATH_DISPLAY_NAME,
+            non_empty(&spec.display_name),
+            non_empty_opt(&remote.display_name),
+        ),
+    ];
+    for (path, want, have) in strings {
+        if want != have {
+            ops.push(set(path, want));
+        }
+    }
+    let want_email = non_empty(&spec.email);
+    let have_email = non_empty_opt(&remote.email);
+    // Compared case-insensitively: mail systems treat addresses that way in
+    // practice and some servers lowercase them, which would otherwise make
+    // every reconcile re-send the email forever.
+    let email_same = match (want_email, have_email) {
+        (Some(w), Some(h)) => w.to_lowercase() == h.to_lowercase(),
+        (None, None) => true,
+        _ => false,
+    };
+    if !email_same {
+        ops.push(match want_email {
+            Some(e) => PatchOp::replace(PATH_EMAILS, work_emails(e)),
+            None => PatchOp::remove(PATH_EMAILS),
+        });
+    }
+    if spec.active != remote.active {
+        ops.push(PatchOp::replace(PATH_ACTIVE, spec.active));
+    }
+    let optionals = [
+        (
+            PATH_TITLE,
+            non_empty_opt(&spec.title),
+            non_empty_opt(&remote.title),
+        ),
+        (
+            PATH_DEPARTMENT,
+            non_empty_opt(&spec.department),
+            non_empty_opt(&remote.department),
+        ),
+        (
+            PATH_EMPLOYEE_NUMBER,
+            non_empty_opt(&spec.employee_number),
+            non_empty_opt(&remote.employee_number),
+        ),
+    ];
+    for (path, want, have) in optionals {
+        if want != have {
+            ops.push(set(path, want));
+        }
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn spec() -> UserSpec {
+        UserSpec {
+            user_name: "ada".into(),
+            external_id: "E-1".into(),
+            given_name: "Ada".into(),
+            family_name: "Lovelace".into(),
+            display_name: "Ada Lovelace".into(),
+            email: "ada@example.com".into(),
+            active: true,
+            title: Some("Engineer".into()),
+            department: Some("R&D".into()),
+            employee_number: Some("42".into()),
+        }
+    }
+
+    fn remote_of(spec: &UserSpec) -> RemoteUser {
+        RemoteUser {
+            id: "u1".into(),
+            user_name: spec.user_name.clone(),
+            external_id: non_empty(&spec.external_id).map(str::to_owned),
+            given_name: non_empty(&spec.given_name).map(str::to_owned),
+            family_name: non_empty(&spec.family_name).map(str::to_owned),
+            display_name: non_empty(&spec.display_name).map(str::to_owned),
+            email: non_empty(&spec.email).map(str::to_owned),
+            active: spec.active,
+            title: non_empty_opt(&spec.title).map(str::to_owned),
+            department: non_empty_opt(&spec.department).map(str::to_owned),
+            employee_number: non_empty_opt(&spec.employee_number).map(str::to_owned),
+            etag: Some("W/\"1\"".into()),
+        }
+    }
+
+    /// What a conforming server does with an op, modelled on the fields
+    /// `RemoteUser` exposes. The integration tests check the real server
+    /// agrees with this model.
+    fn apply(op: &Op, remote: Option<RemoteUser>) -> Option<RemoteUser> {
+        match op {
+            Op::Create(spec) => {
+                assert!(remote.is_none(), "create over an existing account");
+                Some(remote_of(spec))
+            }
+            Op::Replace { id, spec } => {
+                let remote = remote.expect("replace never creates");
+                assert_eq!(&remote.id, id);
+                Some(RemoteUser {
+                    id: id.clone(),
+                    ..remote_of(spec)
+                })
+            }
+            Op::Delete { id } => {
+                let remote = remote.expect("delete of a missing account");
+                assert_eq!(&remote.id, id);
+                None
+            }
+            Op::Patch { id, ops } => {
+                let mut r = remote.expect("patch of a missing account");
+                assert_eq!(&r.id, id);
+                for p in ops {
+                    let text = match (&*p.op, &p.value) {
+                        ("remove", _) => None,
+                        ("replace", Value::String(s)) => Some(s.clone()),
+                        ("replace", _) => None,
+                        (other, _) => panic!("unexpected op {other}"),
+                    };
+                    match p.path.as_str() {
+                        PATH_USER_NAME => r.user_name = text.expect("userName value"),
+                        PATH_EXTERNAL_ID => r.external_id = text,
+                        PATH_GIVEN_NAME => r.given_name = text,
+                        PATH_FAMILY_NAME => r.family_name = text,
+                        PATH_DISPLAY_NAME => r.display_name = text,
+                        PATH_TITLE => r.title = text,
+                        PATH_DEPARTMENT => r.department = text,
+                        PATH_EMPLOYEE_NUMBER => r.employee_number = text,
+                        PATH_ACTIVE => r.active = p.value.as_bool().expect("bool active"),
+                        PATH_EMAILS => {
+                            r.email = p.value[0]["value"].as_str().map(str::to_owned);
+                        }
+                        other => panic!("unexpected path {other}"),
+                    }
+                }
+                Some(r)
+            }
+        }
+    }
+
+    fn apply_all(ops: &[Op], remote: Option<RemoteUser>) -> Option<RemoteUser> {
+        ops.iter().fold(remote, |r, op| apply(op, r))
+    }
+
+    #[test]
+    fn present_missing_creates() {
+        let s = spec();
+        assert_eq!(
+            diff(&Desired::Present(s.clone()), None, Capabilities::default()),
+            vec![Op::Create(s)]
+        );
+    }
+
+    #[test]
+    fn present_equal_is_noop() {
+        let s = spec();
+        let r = remote_of(&s);
+        assert!(diff(&Desired::Present(s), Some(&r), Capabilities::default()).is_empty());
+    }
+
+    #[test]
+    fn user_name_case_only_difference_is_noop() {
+        let s = spec();
+        let mut r = remote_of(&s);
+        r.user_name = "ADA".into();
+        assert!(diff(&Desired::Present(s), Some(&r), Capabilities::default()).is_empty());
+    }
+
+    #[test]
+    fn empty_string_equals_absent() {
+        let mut s = spec();
+        s.display_name = String::new();
+        s.title = Some(String::new());
+        let mut r = remote_of(&s);
+        r.title = None;
+        r.display_name = Some(String::new());
+        assert!(diff(&Desired::Present(s), Some(&r), Capabilities::default()).is_empty());
+    }
+
+    #[test]
+    fn present_changed_patches_only_differences() {
+        let s = spec();
+        let mut r = remote_of(&s);
+        r.given_name = Some("Augusta".into());
+        r.email = Some("old@example.com".into());
+        r.department = None;
+        r.title = Some("Old".into());
+        r.active = false;
+        let mut want = s.clone();
+        want.title = None;
+        let ops = diff(&Desired::Present(want), Some(&r), Capabilities::default());
+        assert_eq!(
+            ops,
+            vec![Op::Patch {
+                id: "u1".into(),
+                ops: vec![
+                    PatchOp::replace(PATH_GIVEN_NAME, "Ada"),
+                    PatchOp::replace(
+                        PATH_EMAILS,
+                        json!([{"value": "ada@example.com", "type": "work", "primary": true}])
+                    ),
+                    PatchOp::replace(PATH_ACTIVE, true),
+                    PatchOp::remove(PATH_TITLE),
+                    PatchOp::replace(PATH_DEPARTMENT, "R&D"),
+                ],
+            }]
+        );
+    }
+
+    #[test]
+    fn without_patch_support_replaces() {
+        let s = spec();
+        let mut r = remote_of(&s);
+        r.family_name = None;
+        let caps = Capabilities {
+            patch: false,
+            ..Capabilities::default()
+        };
+        assert_eq!(
+            diff(&Desired::Present(s.clone()), Some(&r), caps),
+            vec![Op::Replace {
+                id: "u1".into(),
+                spec: s
+            }]
+        );
+    }
+
+    #[test]
+    fn deactivate() {
+        let r = remote_of(&spec());
+        assert_eq!(
+            diff(&Desired::Deactivated, Some(&r), Capabilities::default()),
+            vec![Op::Patch {
+                id: "u1".into(),
+                ops: vec![PatchOp::replace(PATH_ACTIVE, false)]
+            }]
+        );
+        let no_patch = Capabilities {
+            patch: false,
+            ..Capabilities::default()
+        };
+        let mut kept = spec();
+        kept.active = false;
+        assert_eq!(
+            diff(&Desired::Deactivated, Some(&r), no_patch),
+            vec![Op::Replace {
+                id: "u1".into(),
+                spec: kept
+            }]
+        );
+        let mut inactive = r.clone();
+        inactive.active = false;
+        assert!(diff(&Desired::Deactivated, Some(&inactive), no_patch).is_empty());
+        assert!(diff(&Desired::Deactivated, None, Capabilities::default()).is_empty());
+    }
+
+    #[test]
+    fn delete() {
+        let r = remote_of(&spec());
+        assert_eq!(
+            diff(&Desired::Deleted, Some(&r), Capabilities::default()),
+            vec![Op::Delete { id: "u1".into() }]
+        );
+        assert!(diff(&Desired::Deleted, None, Capabilities::default()).is_empty());
+    }
+
+    #[test]
+    fn enterprise_paths_match_the_schema_urn() {
+        use crate::user::ENTERPRISE_USER_SCHEMA;
+        assert_eq!(
+            PATH_DEPARTMENT,
+            format!("{ENTERPRISE_USER_SCHEMA}:department")
+        );
+        assert_eq!(
+            PATH_EMPLOYEE_NUMBER,
+            format!("{ENTERPRISE_USER_SCHEMA}:employeeNumber")
+        );
+    }
+
+    #[test]
+    fn remove_op_serialises_without_value() {
+        let v = serde_json::to_value(PatchOp::remove(PATH_TITLE)).expect("serialise");
+        assert_eq!(v, json!({"op": "remove", "path": "title"}));
+        let v = serde_json::to_value(PatchOp::replace(PATH_ACTIVE, false)).expect("serialise");
+        assert_eq!(
+            v,
+            json!({"op": "replace", "path": "active", "value": false})
+        );
+    }
+
+    // Small alphabets so that generated specs and remotes often agree on some
+    // attributes and differ on others, and hit case-only differences.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![Just(String::new()), "[aAbB]{1,3}"]
+    }
+
+    fn opt_text() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(text())
+    }
+
+    fn any_spec() -> impl Strategy<Value = UserSpec> {
+        (
+            "[aAbB]{1,3}",
+            (text(), text(), text(), text(), text()),
+            any::<bool>(),
+            (opt_text(), opt_text(), opt_text()),
+        )
+            .prop_map(
+                |(
+                    user_name,
+                    (external_id, given_name, family_name, display_name, email),
+                    active,
+                    (title, department, employee_number),
+                )| UserSpec {
+                    user_name,
+                    external_id,
+                    given_name,
+                    family_name,
+                    display_name,
+                    email,
+                    active,
+                    title,
+                    department,
+                    employee_number,
+                },
+            )
+    }
+
+    fn any_remote() -> impl Strategy<Value = RemoteUser> {
+        (
+            "[aAbB]{1,3}",
+            (opt_text(), opt_text(), opt_text(), opt_text(), opt_text()),
+            any::<bool>(),
+            (opt_text(), opt_text(), opt_text()),
+        )
+            .prop_map(
+                |(
+                    user_name,
+                    (external_id, given_name, family_name, display_name, email),
+                    active,
+                    (title, department, employee_number),
+                )| RemoteUser {
+                    id: "r1".into(),
+                    user_name,
+                    external_id,
+                    given_name,
+                    family_name,
+                    display_name,
+                    email,
+                    active,
+                    title,
+                    department,
+                    employee_number,
+                    etag: None,
+                },
+            )
+    }
+
+    fn any_desired() -> impl Strategy<Value = Desired> {
+        prop_oneof![
+            any_spec().prop_map(Desired::Present),
+            Just(Desired::Deactivated),
+            Just(Desired::Deleted),
+        ]
+    }
+
+    fn any_caps() -> impl Strategy<Value = Capabilities> {
+        (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(patch, filter, etag)| {
+            Capabilities {
+                patch,
+                filter,
+                etag,
+            }
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn converges_in_one_step(
+            desired in any_desired(),
+            remote in prop::option::of(any_remote()),
+            caps in any_caps(),
+        ) {
+            let ops = diff(&desired, remote.as_ref(), caps);
+            prop_assert!(ops.len() <= 1);
+            let after = apply_all(&ops, remote.clone());
+            let again = diff(&desired, after.as_ref(), caps);
+            prop_assert!(again.is_empty(), "second diff not empty: {:?}", again);
+            match &desired {
+                Desired::Present(_) => prop_assert!(after.is_some()),
+                Desired::Deactivated => {
+                    prop_assert_eq!(after.is_some(), remote.is_some());
+                    if let Some(a) = &after {
+                        prop_assert!(!a.active);
+                    }
+                }
+                Desired::Deleted => prop_assert!(after.is_none()),
+            }
+        }
+
+        #[test]
+        fn deactivating_keeps_other_attributes(remote in any_remote(), caps in any_caps()) {
+            let ops = diff(&Desired::Deactivated, Some(&remote), caps);
+            if let Some(after) = apply_all(&ops, Some(remote.clone())) {
+                let mut expected = remote.clone();
+                expected.active = false;
+                // Normalise empty strings, which the Replace path drops.
+                prop_assert_eq!(after.to_spec().to_scim(), expected.to_spec().to_scim());
+            }
+        }
+
+        #[test]
+        fn never_creates_over_existing_or_when_not_present(
+            desired in any_desired(),
+            remote in prop::option::of(any_remote()),
+            caps in any_caps(),
+        ) {
+            let ops = diff(&desired, remote.as_ref(), caps);
+            let creates = ops.iter().any(|o| matches!(o, Op::Create(_)));
+            if remote.is_some() || !matches!(desired, Desired::Present(_)) {
+                prop_assert!(!creates);
+            }
+            if !caps.patch {
+                let patches = ops.iter().any(|o| matches!(o, Op::Patch { .. }));
+                prop_assert!(!patches, "PATCH without patch support: {:?}", ops);
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Desired users (what Tenure wants an app to hold) and remote users (what a
+//! SCIM server says it holds), and their mapping to SCIM JSON.
+//!
+//! Convention shared with [`crate::diff`]: an empty string in a [`UserSpec`]
+//! means "no value", so it is left out of the JSON, and a remote attribute that
+//! is absent or empty compares equal to it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::error::ScimError;
+
+pub const CORE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const ENTERPRISE_USER_SCHEMA: &str =
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+pub const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+
+/// The account an app should hold for a person.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSpec {
+    pub user_name: String,
+    pub external_id: String,
+    pub given_name: String,
+    pub family_name: String,
+    pub display_name: String,
+    pub email: String,
+    pub active: bool,
+    pub title: Option<String>,
+    pub department: Option<String>,
+    pub employee_number: Option<String>,
+}
+
+/// `None` for an empty string, so "unset" has one spelling everywhere.
+pub(crate) fn non_empty(s: &str) -> Option<&str> {
+    if s.is_empty() {
+        None
+    } else {
+        Some(s)
+    }
+}
+
+pub(crate) fn non_empty_opt(s: &Option<String>) -> Option<&str> {
+    s.as_deref().and_then(non_empty)
+}
+
+/// The `emails` value Tenure writes: a single primary work address.
+pub(crate) fn work_emails(email: &str) -> Value {
+    json!([{ "value": email, "type": "work", "primary": true }])
+}
+
+impl UserSpec {
+    /// The full SCIM User resource, as sent by POST and PUT.
+    pub fn to_scim(&self) -> Value {
+        let mut user = Map::new();
+        let mut schemas = vec![Value::from(CORE_USER_SCHEMA)];
+        user.insert("userName".into(), self.user_name.clone().into());
+        if let Some(v) = non_empty(&self.external_id) {
+            user.insert("externalId".into(), v.into());
+        }
+        let mut name = Map::new();
+        if let Some(v) = non_empty(&self.given_name) {
+            name.insert("givenName".into(), v.into());
+        }
+        if let Some(v) = non_empty(&self.family_name) {
+            name.insert("familyName".into(), v.into());
+        }
+        if !name.is_empty() {
+            user.insert("name".into(), Value::Object(name));
+        }
+        if let Some(v) = non_empty(&self.display_name) {
+            user.insert("displayName".into(), v.into());
+        }
+        if let Some(v) = non_empty(&self.email) {
+            user.insert("emails".into(), work_emails(v));
+        }
+        user.insert("active".into(), self.active.into());
+        if let Some(v) = non_empty_opt(&self.title) {
+            user.insert("title".into(), v.into());
+        }
+        let mut enterprise = Map::new();
+        if let Some(v) = non_empty_opt(&self.employee_number) {
+            enterprise.insert("employeeNumber".into(), v.into());
+        }
+        if let Some(v) = non_empty_opt(&self.department) {
+            enterprise.insert("department".into(), v.into());
+        }
+        if !enterprise.is_empty() {
+            schemas.push(ENTERPRISE_USER_SCHEMA.into());
+            user.insert(ENTERPRISE_USER_SCHEMA.into(), Value::Object(enterprise));
+        }
+        user.insert("schemas".into(), Value::Array(schemas));
+        Value::Object(user)
+    }
+}
+
+/// A User as a SCIM server returned it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteUser {
+    pub id: String,
+    pub user_name: String,
+    pub external_id: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub display_name: Option<String>,
+    /// The primary email, else the first one.
+    pub email: Option<String>,
+    /// Absent in the resource means active: RFC 7643 gives no default, and
+    /// servers that do not model deactivation omit it for live accounts.
+    pub active: bool,
+    pub title: Option<String>,
+    pub department: Option<String>,
+    pub employee_number: Option<String>,
+    /// `meta.version`, the resource's ETag.
+    pub etag: Option<String>,
+}
+
+/// Looks up an attribute the way SCIM names work: case-insensitively
+/// (RFC 7643 §2.1). The exact spelling is tried first as the cheap common case.
+pub(crate) fn get_ci<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    obj.get(key).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+/// A string attribute; `null`, absent and wrong types all read as absent
+/// because one odd attribute should not make a whole account unreadable.
+fn get_str(obj: &Map<String, Value>, key: &str) -> Option<String> {
+    get_ci(obj, key).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn get_bool(obj: &Map<String, Value>, key: &str) -> Option<bool> {
+    match get_ci(obj, key)? {
+        Value::Bool(b) => Some(*b),
+        // Some servers serialise booleans as strings.
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+fn pick_email(obj: &Map<String, Value>) -> Option<String> {
+    let emails = get_ci(obj, "emails")?.as_array()?;
+    let objects: Vec<&Map<String, Value>> = emails.iter().filter_map(Value::as_object).collect();
+    let primary = objects
+        .iter()
+        .find(|e| get_bool(e, "primary") == Some(true))
+        .or_else(|| objects.first())?;
+    get_str(primary, "value")
+}
+
+impl RemoteUser {
+    /// Reads a SCIM User resource. Only `id` and `userName` are required.
+    pub fn from_scim(v: &Value) -> Result<Self, ScimError> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| ScimError::InvalidResource("a User must be a JSON object".into()))?;
+        let id = get_str(obj, "id")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ScimError::InvalidResource("User has no id".into()))?;
+        let user_name = get_str(obj, "userName")
+            .ok_or_else(|| ScimError::InvalidResource(format!("User {id} has no userName")))?;
+        let name = get_ci(obj, "name").and_then(Value::as_object);
+        let enterprise = get_ci(obj, ENTERPRISE_USER_SCHEMA).and_then(Value::as_object);
+        let meta = get_ci(obj, "meta").and_then(Value::as_object);
+        Ok(RemoteUser {
+            user_name,
+            external_id: get_str(obj, "externalId"),
+            given_name: name.and_then(|n| get_str(n, "givenName")),
+            family_name: name.and_then(|n| get_str(n, "familyName")),
+            display_name: get_str(obj, "displayName"),
+            email: pick_email(obj),
+            active: get_bool(obj, "active").unwrap_or(true),
+            title: get_str(obj, "title"),
+            department: enterprise.and_then(|e| get_str(e, "department")),
+            employee_number: enterprise.and_then(|e| get_str(e, "employeeNumber")),
+            etag: meta.and_then(|m| get_str(m, "version")),
+            id,
+        })
+    }
+
+    /// The remote's modelled attributes as a spec, for a PUT that must keep
+    /// them (deactivating without PATCH). Absent values become empty strings,
+    /// which [`UserSpec::to_scim`] leaves out again.
+    pub fn to_spec(&self) -> UserSpec {
+        let or_empty = |v: &Option<String>| v.clone().unwrap_or_default();
+        UserSpec {
+            user_name: self.user_name.clone(),
+            external_id: or_empty(&self.external_id),
+            given_name: or_empty(&self.given_name),
+            family_name: or_empty(&self.family_name),
+            display_name: or_empty(&self.display_name),
+            email: or_empty(&self.email),
+            active: self.active,
+            title: self.title.clone(),
+            department: self.department.clone(),
+            employee_number: self.employee_number.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> UserSpec {
+        UserSpec {
+            user_name: "ada".into(),
+            external_id: "E-1".into(),
+            given_name: "Ada".into(),
+            family_name: "Lovelace".into(),
+            display_name: "Ada Lovelace".into(),
+            email: "ada@example.com".into(),
+            active: true,
+            title: Some("Engineer".into()),
+            department: Some("R&D".into()),
+            employee_number: None,
+        }
+    }
+
+    #[test]
+    fn to_scim_has_core_and_enterprise() {
+        let v = spec().to_scim();
+        assert_eq!(
+            v["schemas"],
+            json!([CORE_USER_SCHEMA, ENTERPRISE_USER_SCHEMA])
+        );
+        assert_eq!(v["userName"], "ada");
+        assert_eq!(v["externalId"], "E-1");
+        assert_eq!(
+            v["name"],
+            json!({"givenName": "Ada", "familyName": "Lovelace"})
+        );
+        assert_eq!(v["displayName"], "Ada Lovelace");
+        assert_eq!(
+            v["emails"],
+            json!([{"value": "ada@example.com", "type": "work", "primary": true}])
+        );
+        assert_eq!(v["active"], true);
+        assert_eq!(v["title"], "Engineer");
+        assert_eq!(v[ENTERPRISE_USER_SCHEMA], json!({"department": "R&D"}));
+    }
+
+    #[test]
+    fn to_scim_without_enterprise_or_empty_values() {
+        let mut s = spec();
+        s.department = None;
+        s.employee_number = Some(String::new());
+        s.email = String::new();
+        s.title = None;
+        let v = s.to_scim();
+        assert_eq!(v["schemas"], json!([CORE_USER_SCHEMA]));
+        assert!(v.get(ENTERPRISE_USER_SCHEMA).is_none());
+        assert!(v.get("emails").is_none());
+        assert!(v.get("title").is_none());
+    }
+
+    #[test]
+    fn from_scim_reads_everything() {
+        let v = json!({
+            "schemas": [CORE_USER_SCHEMA, ENTERPRISE_USER_SCHEMA],
+            "id": "u1", "userName": "Ada", "externalId": "E-1",
+            "name": {"givenName": "Ada", "familyName": "Lovelace"},
+            "displayName": "Ada L",
+            "emails": [
+                {"value": "home@example.com", "type": "home"},
+                {"value": "work@example.com", "type": "work", "primary": true}
+            ],
+            "active": false, "title": "Eng",
+            ENTERPRISE_USER_SCHEMA: {"department": "R&D", "employeeNumber": "42"},
+            "meta": {"version": "W/\"3\""}
+        });
+        let u = RemoteUser::from_scim(&v).expect("valid user");
+        assert_eq!(u.id, "u1");
+        assert_eq!(u.user_name, "Ada");
+        assert_eq!(u.email.as_deref(), Some("work@example.com"));
+        assert!(!u.active);
+        assert_eq!(u.department.as_deref(), Some("R&D"));
+        assert_eq!(u.employee_number.as_deref(), Some("42"));
+        assert_eq!(u.etag.as_deref(), Some("W/\"3\""));
+    }
+
+    #[test]
+    fn from_scim_defaults() {
+        let v = json!({
+            "id": "u1", "username": "ada",
+            "emails": [{"value": "a@example.com"}, {"value": "b@example.com"}]
+        });
+        let u = RemoteUser::from_scim(&v).expect("valid user");
+        assert_eq!(u.user_name, "ada", "attribute names are case-insensitive");
+        assert!(u.active, "absent active means active");
+        assert_eq!(u.email.as_deref(), Some("a@example.com"));
+        assert_eq!(u.external_id, None);
+        assert_eq!(u.etag, None);
+    }
+
+    #[test]
+    fn from_scim_rejects_missing_id_or_username() {
+        assert!(RemoteUser::from_scim(&json!({"userName": "x"})).is_err());
+        assert!(RemoteUser::from_scim(&json!({"id": "1"})).is_err());
+        assert!(RemoteUser::from_scim(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn spec_round_trips_through_scim() {
+        let s = spec();
+        let mut v = s.to_scim();
+        v["id"] = "u1".into();
+        let remote = RemoteUser::from_scim(&v).expect("valid user");
+        assert_eq!(remote.to_spec(), s);
+    }
+}
