@@ -1,0 +1,121 @@
+//! Read-side queries shared by the HTTP API and the CLI.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tenure_store::sqlx::{self, PgPool, Row};
+use tenure_store::RecordedEvent;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PersonRow {
+    pub person_id: Uuid,
+    pub source: String,
+    pub source_person_id: String,
+    pub status: String,
+    pub attributes: serde_json::Value,
+    pub version: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountRow {
+    pub app: String,
+    pub person_id: Uuid,
+    pub remote_id: Option<String>,
+    pub user_name: Option<String>,
+    pub active: Option<bool>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn person(r: &sqlx::postgres::PgRow) -> Result<PersonRow, sqlx::Error> {
+    Ok(PersonRow {
+        person_id: r.try_get("person_id")?,
+        source: r.try_get("source")?,
+        source_person_id: r.try_get("source_person_id")?,
+        status: r.try_get("status")?,
+        attributes: r.try_get("attributes")?,
+        version: r.try_get("version")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+const PERSON_COLUMNS: &str = "person_id, source, source_person_id, status, attributes, version, updated_at";
+
+pub async fn persons(pool: &PgPool, limit: i64) -> Result<Vec<PersonRow>, sqlx::Error> {
+    let sql = format!("SELECT {PERSON_COLUMNS} FROM persons ORDER BY updated_at DESC LIMIT $1");
+    sqlx::query(&sql).bind(limit).fetch_all(pool).await?.iter().map(person).collect()
+}
+
+/// Finds a person by Tenure id, work e-mail (case-insensitive) or source person id.
+pub async fn find_person(pool: &PgPool, key: &str) -> Result<Option<PersonRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {PERSON_COLUMNS} FROM persons
+         WHERE person_id::text = $1 OR lower(attributes->>'email') = lower($1) OR source_person_id = $1
+         ORDER BY updated_at DESC LIMIT 1"
+    );
+    sqlx::query(&sql).bind(key).fetch_optional(pool).await?.as_ref().map(person).transpose()
+}
+
+pub async fn accounts(pool: &PgPool, app: Option<&str>, person: Option<Uuid>) -> Result<Vec<AccountRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT app, person_id, remote_id, user_name, active, updated_at FROM accounts
+         WHERE ($1::text IS NULL OR app = $1) AND ($2::uuid IS NULL OR person_id = $2)
+         ORDER BY app, user_name",
+    )
+    .bind(app)
+    .bind(person)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AccountRow {
+                app: r.try_get("app")?,
+                person_id: r.try_get("person_id")?,
+                remote_id: r.try_get("remote_id")?,
+                user_name: r.try_get("user_name")?,
+                active: r.try_get("active")?,
+                updated_at: r.try_get("updated_at")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn timeline(pool: &PgPool, person_id: Uuid) -> Result<Vec<RecordedEvent>, tenure_store::StoreError> {
+    tenure_store::person_timeline(pool, person_id).await
+}
+
+/// One line per event for terminals: time, stream, type, the ids that chain
+/// it to its cause, and a short summary of the payload.
+pub fn timeline_line(e: &RecordedEvent) -> String {
+    let short = |u: Uuid| u.simple().to_string()[..8].to_string();
+    let summary = match e.event_type.as_str() {
+        "ScimCallSucceeded" | "ScimCallFailed" => format!(
+            "{} {} -> {} ({} ms){}",
+            e.data["method"].as_str().unwrap_or("?"),
+            e.data["path"].as_str().unwrap_or("?"),
+            e.data["status"].as_u64().map_or("no response".to_string(), |s| s.to_string()),
+            e.data["latency_ms"].as_u64().unwrap_or(0),
+            e.data["error"].as_str().map(|m| format!(" error: {m}")).unwrap_or_default()
+        ),
+        "SourceRecordReceived" => format!(
+            "{} delivery {} status {}",
+            e.data["source"].as_str().unwrap_or("?"),
+            e.data["delivery_id"].as_str().unwrap_or("?"),
+            e.data["record"]["employment_status"].as_str().unwrap_or("?")
+        ),
+        _ => {
+            let s = e.data.to_string();
+            if s.len() > 100 { format!("{}…", &s[..s.char_indices().nth(100).map_or(s.len(), |(i, _)| i)]) } else { s }
+        }
+    };
+    format!(
+        "{}  {:<44} {:<22} id={} cause={} corr={}  {}",
+        e.recorded_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+        e.stream_id,
+        e.event_type,
+        short(e.event_id),
+        e.metadata.causation_id.map_or("-".to_string(), short),
+        short(e.metadata.correlation_id),
+        summary
+    )
+}

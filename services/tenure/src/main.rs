@@ -1,0 +1,354 @@
+//! `tenure`: migrations, the services (one, several or all in one process),
+//! and operator commands over the event store and the quarantine.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use sha2::Digest;
+use std::path::PathBuf;
+use std::time::Duration;
+use tenure_bus::Bus;
+use tenure_config::Config;
+use tenure_store::sqlx::{self, PgPool};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+#[derive(Parser)]
+#[command(name = "tenure", version, about = "HR-driven identity lifecycle and SCIM 2.0 provisioning")]
+struct Cli {
+    /// Configuration file (TOML). Without it, built-in defaults apply.
+    #[arg(long, short, env = "TENURE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Overrides database.url.
+    #[arg(long, env = "TENURE_DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    /// Overrides nats.url.
+    #[arg(long, env = "TENURE_NATS_URL", global = true)]
+    nats_url: Option<String>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Service {
+    Ingest,
+    Engine,
+    Fanout,
+    Api,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create the database if needed and apply migrations.
+    Migrate,
+    /// Run the given services in this process until SIGINT/SIGTERM.
+    Run {
+        #[arg(required = true, value_enum)]
+        services: Vec<Service>,
+    },
+    /// Migrate, then run every service in this process (small installs).
+    Up,
+    /// Sign and send HR record files to the generic webhook.
+    Send {
+        /// JSON files, each one record or an array of records.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Ingest base URL (default: from the config's ingest.listen).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// List persons (newest first).
+    Persons {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// List accounts per app as Tenure last saw them.
+    Accounts {
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// A person's audit timeline (by id, work e-mail or source person id).
+    Timeline {
+        person: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Audit commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
+    /// Rejected payloads kept by ingest.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Re-walk every stream's hash chain; exit 1 when anything was altered.
+    Verify,
+}
+
+#[derive(Subcommand)]
+enum QuarantineCmd {
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut cfg = match &cli.config {
+        Some(p) => Config::load(p)?,
+        None => Config::parse("", "defaults")?,
+    };
+    if let Some(u) = &cli.database_url {
+        cfg.database.url = u.clone();
+    }
+    if let Some(u) = &cli.nats_url {
+        cfg.nats.url = u.clone();
+    }
+    Ok(cfg)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tenure_config::telemetry::init();
+    let cli = Cli::parse();
+    let cfg = load_config(&cli)?;
+    match &cli.command {
+        Cmd::Migrate => migrate(&cfg).await,
+        Cmd::Run { services } => run(&cfg, services).await,
+        Cmd::Up => {
+            migrate(&cfg).await?;
+            run(&cfg, &[Service::Ingest, Service::Engine, Service::Fanout, Service::Api]).await
+        }
+        Cmd::Send { files, url } => send(&cfg, files, url.as_deref()).await,
+        Cmd::Persons { limit } => {
+            let pool = service_pool(&cfg, 2).await?;
+            for p in tenure_api::queries::persons(&pool, *limit).await? {
+                println!(
+                    "{}  {:<10} {:<12} {:<28} {}",
+                    p.person_id,
+                    p.status,
+                    p.source_person_id,
+                    p.attributes["email"].as_str().unwrap_or(""),
+                    p.attributes["department"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        Cmd::Accounts { app } => {
+            let pool = service_pool(&cfg, 2).await?;
+            println!("{:<12} {:<30} {:<8} {:<38} person", "app", "userName", "active", "remote id");
+            for a in tenure_api::queries::accounts(&pool, app.as_deref(), None).await? {
+                println!(
+                    "{:<12} {:<30} {:<8} {:<38} {}",
+                    a.app,
+                    a.user_name.unwrap_or_default(),
+                    a.active.map_or("?".into(), |b| b.to_string()),
+                    a.remote_id.unwrap_or_default(),
+                    a.person_id
+                );
+            }
+            Ok(())
+        }
+        Cmd::Timeline { person, json } => {
+            let pool = service_pool(&cfg, 2).await?;
+            let p = tenure_api::queries::find_person(&pool, person)
+                .await?
+                .with_context(|| format!("no person matches {person:?}"))?;
+            let events = tenure_api::queries::timeline(&pool, p.person_id).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&events)?);
+            } else {
+                println!("timeline of {} ({}), {} events", p.person_id, p.attributes["email"].as_str().unwrap_or(""), events.len());
+                for e in &events {
+                    println!("{}", tenure_api::queries::timeline_line(e));
+                }
+            }
+            Ok(())
+        }
+        Cmd::Audit { command: AuditCmd::Verify } => {
+            let pool = service_pool(&cfg, 2).await?;
+            let report = tenure_store::verify(&pool).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.is_ok() {
+                bail!("hash chain verification found {} problem(s)", report.problems.len());
+            }
+            Ok(())
+        }
+        Cmd::Quarantine { command: QuarantineCmd::List { limit } } => {
+            let bus = Bus::connect(&cfg.nats.url, Duration::from_secs(cfg.nats.duplicate_window_secs)).await?;
+            let items = bus.list_quarantine(*limit).await?;
+            if items.is_empty() {
+                println!("quarantine is empty");
+            }
+            for q in items {
+                let preview: String = q.payload.chars().take(120).collect();
+                println!(
+                    "#{:<5} {} {:<8} {}  {}\n       payload: {}",
+                    q.sequence,
+                    q.received_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    q.source,
+                    q.status,
+                    q.reason,
+                    preview
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn service_pool(cfg: &Config, size: u32) -> anyhow::Result<PgPool> {
+    tenure_store::connect(&cfg.database.url, cfg.database.role.as_deref(), size)
+        .await
+        .with_context(|| "cannot connect to PostgreSQL (is database.url right? did `tenure migrate` run?)")
+}
+
+async fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    create_database_if_missing(&cfg.database.url).await?;
+    let pool = tenure_store::connect(&cfg.database.url, None, 2).await?;
+    tenure_store::migrate(&pool).await?;
+    info!("migrations applied");
+    Ok(())
+}
+
+async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
+    let Some((base, name)) = url.rsplit_once('/') else {
+        return Ok(());
+    };
+    let name = name.split('?').next().unwrap_or(name);
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Ok(());
+    }
+    let admin = format!("{base}/postgres");
+    let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await else {
+        // No access to the maintenance database: the operator created ours.
+        return Ok(());
+    };
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await?;
+    if !exists {
+        sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await?;
+        info!(database = name, "database created");
+    }
+    Ok(())
+}
+
+async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let needs_bus = services.iter().any(|s| *s != Service::Api);
+    let bus = if needs_bus {
+        Some(Bus::connect(&cfg.nats.url, Duration::from_secs(cfg.nats.duplicate_window_secs)).await?)
+    } else {
+        None
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for service in services {
+        let cfg = cfg.clone();
+        let bus = bus.clone();
+        let token = shutdown.clone();
+        match service {
+            Service::Ingest => {
+                let bus = bus.context("bus")?;
+                tasks.spawn(async move { tenure_ingest::run(&cfg, bus, token).await.context("ingest") });
+            }
+            Service::Engine => {
+                let bus = bus.context("bus")?;
+                let pool = service_pool(&cfg, cfg.database.max_connections).await?;
+                tasks.spawn(async move { tenure_engine::run(&cfg, pool, bus, token).await.context("engine") });
+            }
+            Service::Fanout => {
+                let bus = bus.context("bus")?;
+                // Each in-flight job holds one connection for its lease.
+                let size = (cfg.fanout.concurrency * cfg.apps.len().max(1) + 4) as u32;
+                let pool = service_pool(&cfg, size).await?;
+                tasks.spawn(async move { tenure_fanout::run(&cfg, pool, bus, token).await.context("fanout") });
+            }
+            Service::Api => {
+                let pool = service_pool(&cfg, 4).await?;
+                tasks.spawn(async move { tenure_api::run(&cfg, pool, token).await.context("api") });
+            }
+        }
+    }
+    info!(?services, "tenure running");
+    let signals = async {
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await?;
+        anyhow::Ok(())
+    };
+    let mut failure = None;
+    tokio::select! {
+        r = signals => { r?; info!("shutting down"); }
+        Some(done) = tasks.join_next() => {
+            // A service that stops on its own is a failure of the whole process.
+            failure = Some(match done {
+                Ok(Ok(())) => anyhow::anyhow!("a service stopped unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("a service panicked: {e}"),
+            });
+        }
+    }
+    shutdown.cancel();
+    while let Some(r) = tokio::time::timeout(Duration::from_secs(10), tasks.join_next()).await.ok().flatten() {
+        if let Ok(Err(e)) = r {
+            tracing::warn!(error = %e, "service ended with an error");
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn send(cfg: &Config, files: &[PathBuf], url: Option<&str>) -> anyhow::Result<()> {
+    let secret = cfg.ingest.generic.secret.resolve()?;
+    let base = url.map(str::to_string).unwrap_or_else(|| format!("http://{}", cfg.ingest.listen));
+    let endpoint = format!("{}/v1/sources/generic/records", base.trim_end_matches('/'));
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    for file in files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+        let records = match value {
+            serde_json::Value::Array(items) => items,
+            other => vec![other],
+        };
+        for record in records {
+            let body = serde_json::to_vec(&record)?;
+            // Same content, same delivery id: re-sending a file is a no-op.
+            let delivery = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)));
+            let ts = chrono::Utc::now().timestamp();
+            let resp = http
+                .post(&endpoint)
+                .header("content-type", "application/json")
+                .header("x-tenure-delivery", &delivery)
+                .header("x-tenure-timestamp", ts.to_string())
+                .header("x-tenure-signature", tenure_ingest::signature::sign(secret.expose().as_bytes(), ts, &body))
+                .body(body)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {endpoint}"))?;
+            let status = resp.status();
+            let answer = resp.text().await.unwrap_or_default();
+            println!("{} {} -> {} {}", file.display(), record["person_id"].as_str().unwrap_or("?"), status.as_u16(), answer);
+            if !status.is_success() {
+                bail!("ingest refused a record from {}", file.display());
+            }
+        }
+    }
+    Ok(())
+}
