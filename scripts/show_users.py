@@ -1,0 +1,9 @@
+"""Prints the users a SCIM ListResponse on stdin holds, one line each."""
+import json
+import sys
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+for u in json.load(sys.stdin).get("Resources", []):
+    active = str(u.get("active", True)).lower()
+    dept = u.get(ENTERPRISE, {}).get("department", "-")
+    print(f"  {u['userName']:<24} active={active:<6} dept={dept:<12} title={u.get('title', '-')}")
