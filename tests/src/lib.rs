@@ -1,1 +1,329 @@
+//! A whole Tenure stack per test: private peers plus `tenure` processes.
 
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tenure_testkit::{free_port, workspace_root, NatsServer, ScimServer, TestDb};
+
+pub const SECRET: &str = "e2e-hmac-secret";
+
+pub fn tenure_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("TENURE_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target"));
+    let bin = target.join("debug/tenure");
+    // Cargo serialises concurrent builds on its lock, and an up-to-date
+    // build returns at once, so every test can ask for it.
+    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // The variables cargo and nextest set for a test process would make this
+    // build's fingerprints differ from a plain `cargo build` and rebuild.
+    for (key, _) in std::env::vars() {
+        let keep = key == "CARGO_HOME" || key == "CARGO_TARGET_DIR";
+        if !keep
+            && (key.starts_with("CARGO_")
+                || key.starts_with("NEXTEST")
+                || key.starts_with("__CARGO")
+                || key == "OUT_DIR")
+        {
+            build.env_remove(key);
+        }
+    }
+    let status = build
+        .args(["build", "-q", "-p", "tenure"])
+        .current_dir(workspace_root())
+        .status()
+        .context("cargo build -p tenure")?;
+    if !status.success() || !bin.exists() {
+        bail!("could not build {}", bin.display());
+    }
+    Ok(bin)
+}
+
+pub struct Stack {
+    pub nats: NatsServer,
+    pub db: TestDb,
+    pub scim: ScimServer,
+    pub dir: tempfile::TempDir,
+    pub ingest_port: u16,
+    pub api_port: u16,
+    pub wiki_tenant: String,
+    pub git_tenant: String,
+    core: Option<Child>,
+    fanout: Option<Child>,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    /// Peers, config and a migrated database; no Tenure process yet.
+    pub async fn new() -> anyhow::Result<Self> {
+        let nats = NatsServer::start()?;
+        let db = TestDb::create().await?;
+        let scim = ScimServer::start()?;
+        let dir = tempfile::tempdir()?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let (wiki_tenant, git_tenant) = (format!("wiki{}", &id[..8]), format!("git{}", &id[..8]));
+        let (ingest_port, api_port) = (free_port(), free_port());
+        let config = format!(
+            r#"
+[ingest]
+listen = "127.0.0.1:{ingest_port}"
+[api]
+listen = "127.0.0.1:{api_port}"
+[fanout]
+ack_wait_secs = 2
+concurrency = 4
+base_delay_ms = 50
+max_delay_ms = 1000
+[[app]]
+name = "wiki"
+base_url = "{wiki}"
+token = {{ env = "TENURE_APP_TOKEN" }}
+[[app]]
+name = "git"
+base_url = "{git}"
+token = {{ env = "TENURE_APP_TOKEN" }}
+scope = {{ attribute = "department", values = ["Engineering"] }}
+on_termination = "delete"
+user_name = "email_local_part"
+"#,
+            wiki = scim.tenant_url(&wiki_tenant),
+            git = scim.tenant_url(&git_tenant),
+        );
+        std::fs::write(dir.path().join("tenure.toml"), config)?;
+        let stack = Self {
+            nats,
+            db,
+            scim,
+            dir,
+            ingest_port,
+            api_port,
+            wiki_tenant,
+            git_tenant,
+            core: None,
+            fanout: None,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+        };
+        let out = stack.tenure(&["migrate"]).output()?;
+        if !out.status.success() {
+            bail!(
+                "tenure migrate failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(stack)
+    }
+
+    /// Peers plus ingest/engine/api in one process and fanout in another.
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut s = Self::new().await?;
+        s.start_core().await?;
+        s.start_fanout()?;
+        Ok(s)
+    }
+
+    pub fn tenure(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(tenure_bin().unwrap_or_else(|e| panic!("{e}")));
+        c.args(args)
+            .env("TENURE_CONFIG", self.dir.path().join("tenure.toml"))
+            .env("TENURE_DATABASE_URL", self.db.url())
+            .env("TENURE_NATS_URL", self.nats.url())
+            .env("TENURE_GENERIC_SECRET", SECRET)
+            .env("TENURE_APP_TOKEN", &self.scim.token)
+            .env("TENURE_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn spawn(&self, args: &[&str], log: &str) -> anyhow::Result<Child> {
+        let file = std::fs::File::create(self.dir.path().join(log))?;
+        Ok(self
+            .tenure(args)
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()?)
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    pub async fn start_core(&mut self) -> anyhow::Result<()> {
+        self.core = Some(self.spawn(&["run", "ingest", "engine", "api"], "core.log")?);
+        let url = format!("http://127.0.0.1:{}/healthz", self.ingest_port);
+        let http = self.http.clone();
+        wait_for(Duration::from_secs(30), || {
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                Ok(http
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success()))
+            }
+        })
+        .await
+        .with_context(|| format!("ingest did not come up:\n{}", self.log("core.log")))
+    }
+
+    pub fn start_fanout(&mut self) -> anyhow::Result<()> {
+        let n = std::fs::read_dir(self.dir.path())?.count();
+        self.fanout = Some(self.spawn(&["run", "fanout"], &format!("fanout-{n}.log"))?);
+        Ok(())
+    }
+
+    /// SIGKILL: no shutdown code runs, as in a crash or an OOM kill.
+    pub fn kill_fanout(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.fanout.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    pub async fn post_signed(
+        &self,
+        body: &[u8],
+        delivery: &str,
+        secret: &str,
+    ) -> anyhow::Result<(u16, Value)> {
+        let ts = chrono::Utc::now().timestamp();
+        let resp = self
+            .http
+            .post(format!(
+                "http://127.0.0.1:{}/v1/sources/generic/records",
+                self.ingest_port
+            ))
+            .header("content-type", "application/json")
+            .header("x-tenure-delivery", delivery)
+            .header("x-tenure-timestamp", ts.to_string())
+            .header(
+                "x-tenure-signature",
+                tenure_ingest::signature::sign(secret.as_bytes(), ts, body),
+            )
+            .body(body.to_vec())
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn send(&self, record: &Value, delivery: &str) -> anyhow::Result<Value> {
+        let (status, body) = self
+            .post_signed(&serde_json::to_vec(record)?, delivery, SECRET)
+            .await?;
+        if status != 202 {
+            bail!("ingest answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    pub async fn api(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .get(format!("http://127.0.0.1:{}{path}", self.api_port))
+            .send()
+            .await?;
+        Ok(r.error_for_status()?.json().await?)
+    }
+
+    /// All users of a tenant, read straight from the SCIM server.
+    pub async fn scim_users(&self, tenant: &str) -> anyhow::Result<Vec<Value>> {
+        let r = self
+            .http
+            .get(format!("{}/Users?count=1000", self.scim.tenant_url(tenant)))
+            .bearer_auth(&self.scim.token)
+            .send()
+            .await?;
+        let v: Value = r.error_for_status()?.json().await?;
+        Ok(v["Resources"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub async fn scim_user(&self, tenant: &str, user_name: &str) -> anyhow::Result<Option<Value>> {
+        Ok(self.scim_users(tenant).await?.into_iter().find(|u| {
+            u["userName"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(user_name))
+        }))
+    }
+
+    pub async fn psql_count(&self, sql: &str) -> anyhow::Result<i64> {
+        let out = Command::new("psql")
+            .args([
+                "-tA",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                &self.db.name,
+                "-c",
+                sql,
+            ])
+            .output()?;
+        if !out.status.success() {
+            bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for c in [self.core.as_mut(), self.fanout.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `check` until it says true or the time is up.
+pub async fn wait_for<F, Fut>(limit: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await.unwrap_or(false) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("condition not met within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn person(
+    id: &str,
+    given: &str,
+    family: &str,
+    dept: &str,
+    status: &str,
+    effective: &str,
+) -> Value {
+    json!({
+        "person_id": id,
+        "given_name": given,
+        "family_name": family,
+        "work_email": format!("{}.{}@example.com", given.to_lowercase(), family.to_lowercase()),
+        "employee_number": id.trim_start_matches("E-"),
+        "department": dept,
+        "title": "Engineer",
+        "time_zone": "Europe/Berlin",
+        "employment_status": status,
+        "start_date": "2026-01-05",
+        "effective_at": effective,
+    })
+}

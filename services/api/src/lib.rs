@@ -18,12 +18,20 @@ use tracing::info;
 use uuid::Uuid;
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": code, "message": message.into() }))).into_response()
+    (
+        status,
+        Json(json!({ "error": code, "message": message.into() })),
+    )
+        .into_response()
 }
 
 fn db_error(e: impl std::fmt::Display) -> Response {
     tracing::warn!(error = %e, "query failed");
-    error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database query failed; see the service log")
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the database query failed; see the service log",
+    )
 }
 
 #[derive(Deserialize)]
@@ -63,7 +71,11 @@ async fn get_person(State(pool): State<PgPool>, Path(key): Path<String>) -> Resp
             Ok(accounts) => Json(json!({ "person": p, "accounts": accounts })).into_response(),
             Err(e) => db_error(e),
         },
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no person matches {key:?}")),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no person matches {key:?}"),
+        ),
         Err(e) => db_error(e),
     }
 }
@@ -77,7 +89,11 @@ async fn get_timeline(State(pool): State<PgPool>, Path(key): Path<String>) -> Re
         },
     };
     let Some(id) = id else {
-        return error(StatusCode::NOT_FOUND, "not_found", format!("no person matches {key:?}"));
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no person matches {key:?}"),
+        );
     };
     match queries::timeline(&pool, id).await {
         Ok(events) => Json(json!({ "person_id": id, "events": events })).into_response(),
@@ -95,7 +111,11 @@ async fn list_accounts(State(pool): State<PgPool>, Query(q): Query<ListQuery>) -
 async fn verify(State(pool): State<PgPool>) -> Response {
     match tenure_store::verify(&pool).await {
         Ok(report) => {
-            let status = if report.is_ok() { StatusCode::OK } else { StatusCode::CONFLICT };
+            let status = if report.is_ok() {
+                StatusCode::OK
+            } else {
+                StatusCode::CONFLICT
+            };
             (status, Json(report)).into_response()
         }
         Err(e) => db_error(e),

@@ -39,11 +39,18 @@ fn person(r: &sqlx::postgres::PgRow) -> Result<PersonRow, sqlx::Error> {
     })
 }
 
-const PERSON_COLUMNS: &str = "person_id, source, source_person_id, status, attributes, version, updated_at";
+const PERSON_COLUMNS: &str =
+    "person_id, source, source_person_id, status, attributes, version, updated_at";
 
 pub async fn persons(pool: &PgPool, limit: i64) -> Result<Vec<PersonRow>, sqlx::Error> {
     let sql = format!("SELECT {PERSON_COLUMNS} FROM persons ORDER BY updated_at DESC LIMIT $1");
-    sqlx::query(&sql).bind(limit).fetch_all(pool).await?.iter().map(person).collect()
+    sqlx::query(&sql)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(person)
+        .collect()
 }
 
 /// Finds a person by Tenure id, work e-mail (case-insensitive) or source person id.
@@ -53,10 +60,20 @@ pub async fn find_person(pool: &PgPool, key: &str) -> Result<Option<PersonRow>, 
          WHERE person_id::text = $1 OR lower(attributes->>'email') = lower($1) OR source_person_id = $1
          ORDER BY updated_at DESC LIMIT 1"
     );
-    sqlx::query(&sql).bind(key).fetch_optional(pool).await?.as_ref().map(person).transpose()
+    sqlx::query(&sql)
+        .bind(key)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(person)
+        .transpose()
 }
 
-pub async fn accounts(pool: &PgPool, app: Option<&str>, person: Option<Uuid>) -> Result<Vec<AccountRow>, sqlx::Error> {
+pub async fn accounts(
+    pool: &PgPool,
+    app: Option<&str>,
+    person: Option<Uuid>,
+) -> Result<Vec<AccountRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT app, person_id, remote_id, user_name, active, updated_at FROM accounts
          WHERE ($1::text IS NULL OR app = $1) AND ($2::uuid IS NULL OR person_id = $2)
@@ -80,7 +97,10 @@ pub async fn accounts(pool: &PgPool, app: Option<&str>, person: Option<Uuid>) ->
         .collect()
 }
 
-pub async fn timeline(pool: &PgPool, person_id: Uuid) -> Result<Vec<RecordedEvent>, tenure_store::StoreError> {
+pub async fn timeline(
+    pool: &PgPool,
+    person_id: Uuid,
+) -> Result<Vec<RecordedEvent>, tenure_store::StoreError> {
     tenure_store::person_timeline(pool, person_id).await
 }
 
@@ -93,19 +113,33 @@ pub fn timeline_line(e: &RecordedEvent) -> String {
             "{} {} -> {} ({} ms){}",
             e.data["method"].as_str().unwrap_or("?"),
             e.data["path"].as_str().unwrap_or("?"),
-            e.data["status"].as_u64().map_or("no response".to_string(), |s| s.to_string()),
+            e.data["status"]
+                .as_u64()
+                .map_or("no response".to_string(), |s| s.to_string()),
             e.data["latency_ms"].as_u64().unwrap_or(0),
-            e.data["error"].as_str().map(|m| format!(" error: {m}")).unwrap_or_default()
+            e.data["error"]
+                .as_str()
+                .map(|m| format!(" error: {m}"))
+                .unwrap_or_default()
         ),
         "SourceRecordReceived" => format!(
             "{} delivery {} status {}",
             e.data["source"].as_str().unwrap_or("?"),
             e.data["delivery_id"].as_str().unwrap_or("?"),
-            e.data["record"]["employment_status"].as_str().unwrap_or("?")
+            e.data["record"]["employment_status"]
+                .as_str()
+                .unwrap_or("?")
         ),
         _ => {
             let s = e.data.to_string();
-            if s.len() > 100 { format!("{}…", &s[..s.char_indices().nth(100).map_or(s.len(), |(i, _)| i)]) } else { s }
+            if s.len() > 100 {
+                format!(
+                    "{}…",
+                    &s[..s.char_indices().nth(100).map_or(s.len(), |(i, _)| i)]
+                )
+            } else {
+                s
+            }
         }
     };
     format!(

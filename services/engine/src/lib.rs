@@ -16,13 +16,24 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 /// Consumes `tenure.ingest.>` until cancelled, with the relay running beside it.
-pub async fn run(cfg: &Config, pool: PgPool, bus: Bus, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: &Config,
+    pool: PgPool,
+    bus: Bus,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let apps = EngineApps::from_config(cfg)?;
     let default_tz = cfg.engine.default_tz()?;
     let relay = tokio::spawn(relay::run(pool.clone(), bus.clone(), shutdown.clone()));
 
     let consumer = bus
-        .durable_consumer(INGEST_STREAM, &cfg.engine.consumer_name, "tenure.ingest.>", Duration::from_secs(30), -1)
+        .durable_consumer(
+            INGEST_STREAM,
+            &cfg.engine.consumer_name,
+            "tenure.ingest.>",
+            Duration::from_secs(30),
+            -1,
+        )
         .await?;
     let mut messages = consumer.messages().await?;
     info!(consumer = %cfg.engine.consumer_name, "engine consuming");
@@ -51,7 +62,9 @@ pub async fn run(cfg: &Config, pool: PgPool, bus: Bus, shutdown: CancellationTok
             }
         };
         let span = tracing::info_span!("apply", source = %envelope.source, delivery_id = %envelope.delivery_id, correlation_id = %envelope.correlation_id, person = tracing::field::Empty);
-        let result = apply_with_retry(&pool, &apps, default_tz, &envelope).instrument(span).await;
+        let result = apply_with_retry(&pool, &apps, default_tz, &envelope)
+            .instrument(span)
+            .await;
         match result {
             Ok(_) => {
                 if let Err(e) = msg.ack().await {
@@ -61,7 +74,9 @@ pub async fn run(cfg: &Config, pool: PgPool, bus: Bus, shutdown: CancellationTok
             Err(e) => {
                 error!(error = %e, delivery_id = %envelope.delivery_id, "record not applied; will be redelivered");
                 let _ = msg
-                    .ack_with(async_nats::jetstream::AckKind::Nak(Some(Duration::from_secs(2))))
+                    .ack_with(async_nats::jetstream::AckKind::Nak(Some(
+                        Duration::from_secs(2),
+                    )))
                     .await;
             }
         }
@@ -83,7 +98,9 @@ async fn apply_with_retry(
     loop {
         attempt += 1;
         match apply_envelope(pool, apps, default_tz, envelope, chrono::Utc::now()).await {
-            Err(process::ProcessError::Store(tenure_store::StoreError::Conflict { .. })) if attempt < 10 => {
+            Err(process::ProcessError::Store(tenure_store::StoreError::Conflict { .. }))
+                if attempt < 10 =>
+            {
                 tokio::time::sleep(Duration::from_millis(5 * attempt)).await;
             }
             other => return other,

@@ -29,7 +29,11 @@ pub struct EngineApps {
 impl EngineApps {
     pub fn from_config(cfg: &Config) -> anyhow::Result<Self> {
         Ok(Self {
-            apps: cfg.apps.iter().map(|a| (a.name.clone(), a.policy())).collect(),
+            apps: cfg
+                .apps
+                .iter()
+                .map(|a| (a.name.clone(), a.policy()))
+                .collect(),
             partitions: cfg.engine.partitions,
         })
     }
@@ -52,7 +56,10 @@ pub const OUTBOX_CHANNEL: &str = "tenure_outbox";
 /// first record of a person at once agree on the stream and one of them
 /// gets a version conflict instead of a second person.
 pub fn person_id_for(source: &str, source_person_id: &str) -> Uuid {
-    Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("tenure:person:{source}:{source_person_id}").as_bytes())
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_URL,
+        format!("tenure:person:{source}:{source_person_id}").as_bytes(),
+    )
 }
 
 pub fn person_stream(id: Uuid) -> String {
@@ -67,23 +74,27 @@ pub async fn apply_envelope(
     now: DateTime<Utc>,
 ) -> Result<Applied, ProcessError> {
     let mut tx = pool.begin().await?;
-    let fresh = sqlx::query("INSERT INTO inbox (source, delivery_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(&env.source)
-        .bind(&env.delivery_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let fresh = sqlx::query(
+        "INSERT INTO inbox (source, delivery_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(&env.source)
+    .bind(&env.delivery_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if fresh == 0 {
         tx.rollback().await?;
         tracing::info!("delivery already processed");
         return Ok(Applied::AlreadyProcessed);
     }
 
-    let existing: Option<Uuid> = sqlx::query_scalar("SELECT person_id FROM persons WHERE source = $1 AND source_person_id = $2")
-        .bind(&env.source)
-        .bind(&env.record.person_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let existing: Option<Uuid> = sqlx::query_scalar(
+        "SELECT person_id FROM persons WHERE source = $1 AND source_person_id = $2",
+    )
+    .bind(&env.source)
+    .bind(&env.record.person_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let person_id = existing.unwrap_or_else(|| person_id_for(&env.source, &env.record.person_id));
     tracing::Span::current().record("person", tracing::field::display(person_id));
     let stream = person_stream(person_id);
@@ -115,7 +126,11 @@ pub async fn apply_envelope(
         .iter()
         .enumerate()
         .map(|(i, e)| NewEvent {
-            event_id: if i == 0 { record_event_id } else { Uuid::new_v4() },
+            event_id: if i == 0 {
+                record_event_id
+            } else {
+                Uuid::new_v4()
+            },
             event_type: e.event_type().to_string(),
             data: e.to_data(),
             metadata: Metadata {
@@ -129,7 +144,13 @@ pub async fn apply_envelope(
             },
         })
         .collect();
-    let recorded = tenure_store::append(&mut tx, &stream, ExpectedVersion::Exact(version), &new_events).await?;
+    let recorded = tenure_store::append(
+        &mut tx,
+        &stream,
+        ExpectedVersion::Exact(version),
+        &new_events,
+    )
+    .await?;
     let new_version = recorded.last().map_or(version, |e| e.version);
 
     if let Some(lifecycle) = after.lifecycle {
@@ -153,9 +174,8 @@ pub async fn apply_envelope(
     let decision = decided
         .iter()
         .zip(&recorded)
-        .filter(|(e, _)| e.affects_apps())
-        .map(|(_, r)| r.event_id)
-        .last();
+        .rfind(|(e, _)| e.affects_apps())
+        .map(|(_, r)| r.event_id);
     let mut jobs = Vec::new();
     if let Some(cause) = decision {
         for (app, policy) in &apps.apps {

@@ -21,11 +21,20 @@ async fn db() -> anyhow::Result<(TestDb, PgPool)> {
 fn apps() -> EngineApps {
     EngineApps {
         apps: vec![
-            ("wiki".into(), AppPolicy { scope: None, on_termination: TerminationPolicy::Deactivate }),
+            (
+                "wiki".into(),
+                AppPolicy {
+                    scope: None,
+                    on_termination: TerminationPolicy::Deactivate,
+                },
+            ),
             (
                 "git".into(),
                 AppPolicy {
-                    scope: Some(ScopeFilter { attribute: "department".into(), values: vec!["Engineering".into()] }),
+                    scope: Some(ScopeFilter {
+                        attribute: "department".into(),
+                        values: vec!["Engineering".into()],
+                    }),
                     on_termination: TerminationPolicy::Delete,
                 },
             ),
@@ -50,7 +59,9 @@ fn envelope(delivery: &str, status: &str, dept: &str, hour: u32) -> anyhow::Resu
 }
 
 fn now() -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 2, 1, 12, 0, 0).single().expect("time")
+    Utc.with_ymd_and_hms(2026, 2, 1, 12, 0, 0)
+        .single()
+        .expect("time")
 }
 
 #[tokio::test]
@@ -58,26 +69,47 @@ async fn records_become_events_projection_and_jobs_in_one_transaction() -> anyho
     let (_db, pool) = db().await?;
     let hire = envelope("d-1", "active", "Engineering", 9)?;
     let applied = apply_envelope(&pool, &apps(), chrono_tz::UTC, &hire, now()).await?;
-    let Applied::Recorded { person_id, events, jobs } = applied else { panic!("expected a recording") };
+    let Applied::Recorded {
+        person_id,
+        events,
+        jobs,
+    } = applied
+    else {
+        panic!("expected a recording")
+    };
     assert_eq!(events, ["SourceRecordReceived", "PersonHired"]);
     assert_eq!(jobs, ["wiki", "git"]);
 
-    let status: String = tenure_store::sqlx::query_scalar("SELECT status FROM persons WHERE person_id = $1")
-        .bind(person_id).fetch_one(&pool).await?;
+    let status: String =
+        tenure_store::sqlx::query_scalar("SELECT status FROM persons WHERE person_id = $1")
+            .bind(person_id)
+            .fetch_one(&pool)
+            .await?;
     assert_eq!(status, "active");
-    let outbox: i64 = tenure_store::sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await?;
+    let outbox: i64 = tenure_store::sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&pool)
+        .await?;
     assert_eq!(outbox, 2);
 
     // The same delivery again (JetStream redelivery) adds nothing.
-    assert_eq!(apply_envelope(&pool, &apps(), chrono_tz::UTC, &hire, now()).await?, Applied::AlreadyProcessed);
+    assert_eq!(
+        apply_envelope(&pool, &apps(), chrono_tz::UTC, &hire, now()).await?,
+        Applied::AlreadyProcessed
+    );
     let stream = tenure_store::read_stream(&pool, &format!("person-{person_id}")).await?;
     assert_eq!(stream.len(), 2);
-    assert_eq!(stream[1].metadata.causation_id, Some(stream[0].event_id), "the decision points at the record");
+    assert_eq!(
+        stream[1].metadata.causation_id,
+        Some(stream[0].event_id),
+        "the decision points at the record"
+    );
     assert_eq!(stream[0].metadata.correlation_id, hire.correlation_id);
 
     // A move changes the wiki account's department and takes the person out of git's scope.
     let moved = envelope("d-2", "active", "Sales", 10)?;
-    let Applied::Recorded { events, jobs, .. } = apply_envelope(&pool, &apps(), chrono_tz::UTC, &moved, now()).await? else {
+    let Applied::Recorded { events, jobs, .. } =
+        apply_envelope(&pool, &apps(), chrono_tz::UTC, &moved, now()).await?
+    else {
         panic!("expected a recording")
     };
     assert_eq!(events, ["SourceRecordReceived", "AttributesChanged"]);
@@ -85,7 +117,9 @@ async fn records_become_events_projection_and_jobs_in_one_transaction() -> anyho
 
     // A record that changes nothing for anyone sends no jobs.
     let same = envelope("d-3", "active", "Sales", 11)?;
-    let Applied::Recorded { events, jobs, .. } = apply_envelope(&pool, &apps(), chrono_tz::UTC, &same, now()).await? else {
+    let Applied::Recorded { events, jobs, .. } =
+        apply_envelope(&pool, &apps(), chrono_tz::UTC, &same, now()).await?
+    else {
         panic!("expected a recording")
     };
     assert_eq!(events, ["SourceRecordReceived"]);
@@ -94,7 +128,8 @@ async fn records_become_events_projection_and_jobs_in_one_transaction() -> anyho
 }
 
 #[tokio::test]
-async fn concurrent_engines_on_one_person_serialise_through_version_conflicts() -> anyhow::Result<()> {
+async fn concurrent_engines_on_one_person_serialise_through_version_conflicts() -> anyhow::Result<()>
+{
     let (_db, pool) = db().await?;
     let a = envelope("d-a", "active", "Engineering", 9)?;
     let b = envelope("d-b", "active", "Sales", 10)?;
@@ -105,7 +140,14 @@ async fn concurrent_engines_on_one_person_serialise_through_version_conflicts() 
     );
     let conflicts = [&ra, &rb]
         .iter()
-        .filter(|r| matches!(r, Err(tenure_engine::process::ProcessError::Store(tenure_store::StoreError::Conflict { .. }))))
+        .filter(|r| {
+            matches!(
+                r,
+                Err(tenure_engine::process::ProcessError::Store(
+                    tenure_store::StoreError::Conflict { .. }
+                ))
+            )
+        })
         .count();
     assert!(conflicts <= 1);
     // The loser retries, as the consumer loop does, and both records end up in one stream.
@@ -114,10 +156,15 @@ async fn concurrent_engines_on_one_person_serialise_through_version_conflicts() 
             apply_envelope(&pool, &apps, chrono_tz::UTC, env, now()).await?;
         }
     }
-    let n: i64 = tenure_store::sqlx::query_scalar("SELECT count(DISTINCT stream_id) FROM events").fetch_one(&pool).await?;
+    let n: i64 = tenure_store::sqlx::query_scalar("SELECT count(DISTINCT stream_id) FROM events")
+        .fetch_one(&pool)
+        .await?;
     assert_eq!(n, 1);
-    let received: i64 = tenure_store::sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'SourceRecordReceived'")
-        .fetch_one(&pool).await?;
+    let received: i64 = tenure_store::sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = 'SourceRecordReceived'",
+    )
+    .fetch_one(&pool)
+    .await?;
     assert_eq!(received, 2);
     Ok(())
 }
@@ -127,7 +174,14 @@ async fn relay_publishes_outbox_with_message_ids_and_empties_it() -> anyhow::Res
     let (_db, pool) = db().await?;
     let nats = NatsServer::start()?;
     let bus = Bus::connect(&nats.url(), Duration::from_secs(60)).await?;
-    apply_envelope(&pool, &apps(), chrono_tz::UTC, &envelope("d-1", "active", "Engineering", 9)?, now()).await?;
+    apply_envelope(
+        &pool,
+        &apps(),
+        chrono_tz::UTC,
+        &envelope("d-1", "active", "Engineering", 9)?,
+        now(),
+    )
+    .await?;
     assert_eq!(relay::publish_batch(&pool, &bus).await?, 2);
     assert_eq!(relay::publish_batch(&pool, &bus).await?, 0);
     let mut s = bus.js.get_stream(JOBS_STREAM).await?;
@@ -135,7 +189,11 @@ async fn relay_publishes_outbox_with_message_ids_and_empties_it() -> anyhow::Res
     let m = s.get_raw_message(1).await?;
     let job: tenure_bus::Job = serde_json::from_slice(&m.payload)?;
     assert!(["wiki", "git"].contains(&job.app.as_str()));
-    let msg_id = m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string()).unwrap_or_default();
+    let msg_id = m
+        .headers
+        .get("Nats-Msg-Id")
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default();
     assert!(msg_id.starts_with("job:"), "{msg_id}");
     Ok(())
 }

@@ -27,7 +27,11 @@ pub fn retry_policy(cfg: &FanoutConfig) -> RetryPolicy {
 
 /// Builds the worker of one app: its HTTP client (one connection pool per
 /// app) and the capabilities its server announces.
-pub async fn app_worker(app: &AppConfig, fanout: &FanoutConfig, pool: PgPool) -> anyhow::Result<AppWorker> {
+pub async fn app_worker(
+    app: &AppConfig,
+    fanout: &FanoutConfig,
+    pool: PgPool,
+) -> anyhow::Result<AppWorker> {
     let auth = match &app.token {
         Some(secret) => Auth::Bearer(secret.resolve()?.expose().to_string()),
         None => Auth::None,
@@ -53,7 +57,12 @@ pub async fn app_worker(app: &AppConfig, fanout: &FanoutConfig, pool: PgPool) ->
 }
 
 /// Runs one consumer per app until cancelled.
-pub async fn run(cfg: &Config, pool: PgPool, bus: Bus, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: &Config,
+    pool: PgPool,
+    bus: Bus,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for app in &cfg.apps {
         let worker = Arc::new(app_worker(app, &cfg.fanout, pool.clone()).await?);
@@ -75,7 +84,12 @@ pub async fn run(cfg: &Config, pool: PgPool, bus: Bus, shutdown: CancellationTok
     Ok(())
 }
 
-async fn consume(worker: Arc<AppWorker>, bus: Bus, fanout: FanoutConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn consume(
+    worker: Arc<AppWorker>,
+    bus: Bus,
+    fanout: FanoutConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let ack_wait = Duration::from_secs(fanout.ack_wait_secs.max(1));
     let consumer = bus
         .durable_consumer(
@@ -144,7 +158,9 @@ async fn handle(worker: &AppWorker, msg: async_nats::jetstream::Message, ack_wai
             }
             Err(e) => {
                 let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-                let delay = Duration::from_secs((2u64.saturating_pow(delivered.clamp(1, 8) as u32)).min(300));
+                let delay = Duration::from_secs(
+                    (2u64.saturating_pow(delivered.clamp(1, 8) as u32)).min(300),
+                );
                 warn!(error = %e, delivered, ?delay, "reconcile failed; job will be redelivered");
                 let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
             }

@@ -51,7 +51,8 @@ mod tests {
     use tenure_domain::Lifecycle;
 
     fn app(toml_extra: &str) -> AppConfig {
-        let text = format!("[[app]]\nname = \"wiki\"\nbase_url = \"http://127.0.0.1:1/v2\"\n{toml_extra}");
+        let text =
+            format!("[[app]]\nname = \"wiki\"\nbase_url = \"http://127.0.0.1:1/v2\"\n{toml_extra}");
         tenure_config::Config::parse(&text, "test")
             .map(|c| c.apps[0].clone())
             .expect("config")
@@ -75,7 +76,11 @@ mod tests {
     #[test]
     fn active_person_maps_to_a_present_account() {
         let id = Uuid::nil();
-        let Desired::Present(spec) = desired(&app("user_name = \"email_local_part\""), id, &person(Lifecycle::Active)) else {
+        let Desired::Present(spec) = desired(
+            &app("user_name = \"email_local_part\""),
+            id,
+            &person(Lifecycle::Active),
+        ) else {
             panic!("expected present")
         };
         assert_eq!(spec.user_name, "ana.silva");
@@ -86,12 +91,22 @@ mod tests {
 
     #[test]
     fn termination_follows_the_app_policy() {
-        assert_eq!(desired(&app(""), Uuid::nil(), &person(Lifecycle::Terminated)), Desired::Deactivated);
         assert_eq!(
-            desired(&app("on_termination = \"delete\""), Uuid::nil(), &person(Lifecycle::Terminated)),
+            desired(&app(""), Uuid::nil(), &person(Lifecycle::Terminated)),
+            Desired::Deactivated
+        );
+        assert_eq!(
+            desired(
+                &app("on_termination = \"delete\""),
+                Uuid::nil(),
+                &person(Lifecycle::Terminated)
+            ),
             Desired::Deleted
         );
         let scoped = app("scope = { attribute = \"department\", values = [\"Sales\"] }");
-        assert_eq!(desired(&scoped, Uuid::nil(), &person(Lifecycle::Active)), Desired::Deactivated);
+        assert_eq!(
+            desired(&scoped, Uuid::nil(), &person(Lifecycle::Active)),
+            Desired::Deactivated
+        );
     }
 }

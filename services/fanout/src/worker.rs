@@ -84,7 +84,14 @@ impl Audit<'_> {
         if let Some(o) = data.as_object_mut() {
             o.insert("attempt".into(), json!(attempt));
         }
-        self.push(if ok { "ScimCallSucceeded" } else { "ScimCallFailed" }, data);
+        self.push(
+            if ok {
+                "ScimCallSucceeded"
+            } else {
+                "ScimCallFailed"
+            },
+            data,
+        );
     }
 }
 
@@ -136,19 +143,21 @@ impl AppWorker {
         let stream = account_stream(&self.app.name, job.person_id);
         let mut conn = self.pool.acquire().await?;
         let version = tenure_store::stream_version(&mut conn, &stream).await?;
-        let known = sqlx::query("SELECT remote_id, user_name FROM accounts WHERE app = $1 AND person_id = $2")
-            .bind(&self.app.name)
-            .bind(job.person_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|r| Known {
-                remote_id: r.try_get("remote_id").ok().flatten(),
-                user_name: r.try_get("user_name").ok().flatten(),
-            })
-            .unwrap_or(Known {
-                remote_id: None,
-                user_name: None,
-            });
+        let known = sqlx::query(
+            "SELECT remote_id, user_name FROM accounts WHERE app = $1 AND person_id = $2",
+        )
+        .bind(&self.app.name)
+        .bind(job.person_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| Known {
+            remote_id: r.try_get("remote_id").ok().flatten(),
+            user_name: r.try_get("user_name").ok().flatten(),
+        })
+        .unwrap_or(Known {
+            remote_id: None,
+            user_name: None,
+        });
         drop(conn);
 
         let mut audit = Audit {
@@ -166,15 +175,27 @@ impl AppWorker {
             Err(e) => (None, None, Some(e)),
         };
         if let Some(e) = &error {
-            audit.push("ReconcileFailed", json!({ "error": e.to_string(), "retrying": true }));
+            audit.push(
+                "ReconcileFailed",
+                json!({ "error": e.to_string(), "retrying": true }),
+            );
         }
         if let Some(Outcome::Failed(reason)) = &outcome {
-            audit.push("ReconcileFailed", json!({ "error": reason, "retrying": false }));
+            audit.push(
+                "ReconcileFailed",
+                json!({ "error": reason, "retrying": false }),
+            );
         }
 
         let mut tx = self.pool.begin().await?;
         if !audit.events.is_empty() {
-            tenure_store::append(&mut tx, &stream, ExpectedVersion::Exact(version), &audit.events).await?;
+            tenure_store::append(
+                &mut tx,
+                &stream,
+                ExpectedVersion::Exact(version),
+                &audit.events,
+            )
+            .await?;
         }
         match (&outcome, &remote) {
             (Some(_), Some(r)) => {
@@ -211,7 +232,11 @@ impl AppWorker {
     }
 
     /// Sends one call with retries, auditing every attempt.
-    async fn call<T, F, Fut>(&self, audit: &mut Audit<'_>, mut f: F) -> Result<tenure_scim::Call<T>, ScimError>
+    async fn call<T, F, Fut>(
+        &self,
+        audit: &mut Audit<'_>,
+        mut f: F,
+    ) -> Result<tenure_scim::Call<T>, ScimError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<tenure_scim::Call<T>, ScimError>>,
@@ -263,7 +288,11 @@ impl AppWorker {
             }
         }
         for name in names {
-            if let Some(u) = self.call(audit, || self.client.find_user("userName", &name)).await?.value {
+            if let Some(u) = self
+                .call(audit, || self.client.find_user("userName", &name))
+                .await?
+                .value
+            {
                 return Ok(Some((u, "userName")));
             }
         }
@@ -285,7 +314,8 @@ impl AppWorker {
         for _round in 0..2 {
             if let Some((remote, how)) = &found {
                 if *how != "id" {
-                    let ours = remote.external_id.as_deref() == Some(job.person_id.to_string().as_str());
+                    let ours =
+                        remote.external_id.as_deref() == Some(job.person_id.to_string().as_str());
                     if !ours && remote.external_id.as_deref().is_some_and(|x| !x.is_empty()) {
                         return Ok((
                             Outcome::Failed(format!(
@@ -302,7 +332,11 @@ impl AppWorker {
             let remote = found.as_ref().map(|(r, _)| r.clone());
             let ops = diff(desired, remote.as_ref(), self.caps);
             if ops.is_empty() {
-                let outcome = if changed.is_empty() { Outcome::InSync } else { Outcome::Changed(changed) };
+                let outcome = if changed.is_empty() {
+                    Outcome::InSync
+                } else {
+                    Outcome::Changed(changed)
+                };
                 return Ok((outcome, remote));
             }
             let mut current = remote;
@@ -333,7 +367,11 @@ impl AppWorker {
                 // state is what the server holds, not what we hoped.
                 if let Some(r) = &current {
                     if ops.iter().any(|o| matches!(o, Op::Patch { .. })) {
-                        if let Some(fresh) = self.call(audit, || self.client.get_user(&r.id)).await?.value {
+                        if let Some(fresh) = self
+                            .call(audit, || self.client.get_user(&r.id))
+                            .await?
+                            .value
+                        {
                             current = Some(fresh);
                         }
                     }
@@ -352,11 +390,18 @@ impl AppWorker {
                 ));
             }
         }
-        Ok((Outcome::Failed("account did not converge after a create conflict".into()), found.map(|(r, _)| r)))
+        Ok((
+            Outcome::Failed("account did not converge after a create conflict".into()),
+            found.map(|(r, _)| r),
+        ))
     }
 }
 
-fn describe(op: &Op, result: &Option<RemoteUser>, before: Option<&RemoteUser>) -> (&'static str, serde_json::Value) {
+fn describe(
+    op: &Op,
+    result: &Option<RemoteUser>,
+    before: Option<&RemoteUser>,
+) -> (&'static str, serde_json::Value) {
     let remote_id = result.as_ref().map(|r| r.id.clone());
     match op {
         Op::Create(spec) => (
@@ -364,12 +409,22 @@ fn describe(op: &Op, result: &Option<RemoteUser>, before: Option<&RemoteUser>) -
             json!({ "remote_id": remote_id, "user_name": spec.user_name, "active": spec.active }),
         ),
         Op::Patch { id, ops } => {
-            let deactivated = ops.iter().any(|p| p.path == "active" && p.value == json!(false));
-            let kind = if deactivated && ops.len() == 1 { "AccountDeactivated" } else { "AccountUpdated" };
+            let deactivated = ops
+                .iter()
+                .any(|p| p.path == "active" && p.value == json!(false));
+            let kind = if deactivated && ops.len() == 1 {
+                "AccountDeactivated"
+            } else {
+                "AccountUpdated"
+            };
             (kind, json!({ "remote_id": id, "changes": ops }))
         }
         Op::Replace { id, spec } => {
-            let kind = if !spec.active && before.is_some_and(|b| b.active) { "AccountDeactivated" } else { "AccountUpdated" };
+            let kind = if !spec.active && before.is_some_and(|b| b.active) {
+                "AccountDeactivated"
+            } else {
+                "AccountUpdated"
+            };
             (kind, json!({ "remote_id": id, "replaced_with": spec }))
         }
         Op::Delete { id } => ("AccountDeleted", json!({ "remote_id": id })),

@@ -86,7 +86,9 @@ fn delivery_id(headers: &HeaderMap, body: &[u8]) -> Result<String, Rejection> {
             let id = v.to_str().unwrap_or("").trim();
             let ok = !id.is_empty()
                 && id.len() <= MAX_DELIVERY_ID
-                && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
             if ok {
                 Ok(id.to_string())
             } else {
@@ -123,15 +125,29 @@ async fn generic_record(State(state): State<Arc<IngestState>>, request: Request)
             (state.clock)(),
             state.max_clock_skew_secs,
         ) {
-            return reject(&state, Rejection::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string()), body).await;
+            return reject(
+                &state,
+                Rejection::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string()),
+                body,
+            )
+            .await;
         }
         let record = match SourceRecord::from_json(&body) {
             Ok(r) => r,
             Err(ParseError::Syntax(m)) => {
-                return reject(&state, Rejection::new(StatusCode::BAD_REQUEST, "malformed_json", m), body).await
+                return reject(
+                    &state,
+                    Rejection::new(StatusCode::BAD_REQUEST, "malformed_json", m),
+                    body,
+                )
+                .await
             }
             Err(ParseError::Invalid(e)) => {
-                let mut r = Rejection::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_record", e.message);
+                let mut r = Rejection::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_record",
+                    e.message,
+                );
                 r.body.field = Some(e.field);
                 return reject(&state, r, body).await;
             }
@@ -139,23 +155,38 @@ async fn generic_record(State(state): State<Arc<IngestState>>, request: Request)
         tracing::Span::current().record("person", record.person_id.as_str());
         let envelope = IngestEnvelope {
             source: GENERIC_SOURCE.into(),
-            correlation_id: Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{GENERIC_SOURCE}:{delivery}").as_bytes()),
+            correlation_id: Uuid::new_v5(
+                &Uuid::NAMESPACE_OID,
+                format!("{GENERIC_SOURCE}:{delivery}").as_bytes(),
+            ),
             delivery_id: delivery.clone(),
             received_at: (state.clock)(),
             record,
         };
-        tracing::Span::current().record("correlation_id", tracing::field::display(envelope.correlation_id));
+        tracing::Span::current().record(
+            "correlation_id",
+            tracing::field::display(envelope.correlation_id),
+        );
         let payload = match serde_json::to_vec(&envelope) {
             Ok(p) => Bytes::from(p),
             Err(e) => return internal(format!("cannot encode envelope: {e}")),
         };
         match state
             .bus
-            .publish(&subjects::ingest(GENERIC_SOURCE), &envelope.msg_id(), &[], payload)
+            .publish(
+                &subjects::ingest(GENERIC_SOURCE),
+                &envelope.msg_id(),
+                &[],
+                payload,
+            )
             .await
         {
             Ok(stored) => {
-                info!(sequence = stored.sequence, duplicate = stored.duplicate, "record accepted");
+                info!(
+                    sequence = stored.sequence,
+                    duplicate = stored.duplicate,
+                    "record accepted"
+                );
                 (
                     StatusCode::ACCEPTED,
                     Json(Accepted {
@@ -174,7 +205,12 @@ async fn generic_record(State(state): State<Arc<IngestState>>, request: Request)
                     message: "the record could not be stored; retry later".into(),
                     field: None,
                 };
-                (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "5")], Json(body)).into_response()
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("retry-after", "5")],
+                    Json(body),
+                )
+                    .into_response()
             }
         }
     }
@@ -184,7 +220,11 @@ async fn generic_record(State(state): State<Arc<IngestState>>, request: Request)
 
 /// Reads at most `limit` bytes. An oversized body is refused early from its
 /// Content-Length when it has one; what was read is kept for the quarantine.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, (Rejection, Bytes)> {
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, (Rejection, Bytes)> {
     let too_large = || {
         Rejection::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -199,7 +239,9 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     if declared.is_some_and(|n| n > limit) {
         return Err((too_large(), Bytes::new()));
     }
-    to_bytes(body, limit).await.map_err(|_| (too_large(), Bytes::new()))
+    to_bytes(body, limit)
+        .await
+        .map_err(|_| (too_large(), Bytes::new()))
 }
 
 async fn reject(state: &IngestState, r: Rejection, payload: Bytes) -> Response {

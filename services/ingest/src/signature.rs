@@ -16,7 +16,9 @@ pub enum SignatureError {
     MissingTimestamp,
     #[error("header X-Tenure-Timestamp must be Unix seconds")]
     BadTimestamp,
-    #[error("timestamp is {skew_secs} s away from the server clock; resend with a fresh timestamp")]
+    #[error(
+        "timestamp is {skew_secs} s away from the server clock; resend with a fresh timestamp"
+    )]
     Stale { skew_secs: i64 },
     #[error("header X-Tenure-Signature is missing (expected v1=<hex>)")]
     MissingSignature,
@@ -37,7 +39,9 @@ fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> HmacSha256 {
 
 /// The header value a sender puts in `X-Tenure-Signature`.
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let tag = mac(secret, &timestamp.to_string(), body).finalize().into_bytes();
+    let tag = mac(secret, &timestamp.to_string(), body)
+        .finalize()
+        .into_bytes();
     format!("v1={}", hex::encode(tag))
 }
 
@@ -83,16 +87,40 @@ mod tests {
         let sig = sign(b"k", ts, body);
         let t = ts.to_string();
         assert_eq!(verify(b"k", Some(&t), Some(&sig), body, now, 300), Ok(()));
-        assert_eq!(verify(b"other", Some(&t), Some(&sig), body, now, 300), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"k", Some(&t), Some(&sig), b"{\"a\":2}", now, 300), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(b"other", Some(&t), Some(&sig), body, now, 300),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"k", Some(&t), Some(&sig), b"{\"a\":2}", now, 300),
+            Err(SignatureError::Mismatch)
+        );
         let rotated = format!("v1=00ff, {sig}");
-        assert_eq!(verify(b"k", Some(&t), Some(&rotated), body, now, 300), Ok(()));
+        assert_eq!(
+            verify(b"k", Some(&t), Some(&rotated), body, now, 300),
+            Ok(())
+        );
         let old = (ts - 301).to_string();
         let old_sig = sign(b"k", ts - 301, body);
-        assert!(matches!(verify(b"k", Some(&old), Some(&old_sig), body, now, 300), Err(SignatureError::Stale { .. })));
-        assert_eq!(verify(b"k", None, Some(&sig), body, now, 300), Err(SignatureError::MissingTimestamp));
-        assert_eq!(verify(b"k", Some("yesterday"), Some(&sig), body, now, 300), Err(SignatureError::BadTimestamp));
-        assert_eq!(verify(b"k", Some(&t), None, body, now, 300), Err(SignatureError::MissingSignature));
-        assert_eq!(verify(b"k", Some(&t), Some("v1=zz"), body, now, 300), Err(SignatureError::Mismatch));
+        assert!(matches!(
+            verify(b"k", Some(&old), Some(&old_sig), body, now, 300),
+            Err(SignatureError::Stale { .. })
+        ));
+        assert_eq!(
+            verify(b"k", None, Some(&sig), body, now, 300),
+            Err(SignatureError::MissingTimestamp)
+        );
+        assert_eq!(
+            verify(b"k", Some("yesterday"), Some(&sig), body, now, 300),
+            Err(SignatureError::BadTimestamp)
+        );
+        assert_eq!(
+            verify(b"k", Some(&t), None, body, now, 300),
+            Err(SignatureError::MissingSignature)
+        );
+        assert_eq!(
+            verify(b"k", Some(&t), Some("v1=zz"), body, now, 300),
+            Err(SignatureError::Mismatch)
+        );
     }
 }

@@ -40,12 +40,18 @@ fn signed(body: &[u8], delivery: &str, ts: i64, secret: &str) -> Request<Body> {
         .header("content-type", "application/json")
         .header("x-tenure-delivery", delivery)
         .header("x-tenure-timestamp", ts.to_string())
-        .header("x-tenure-signature", signature::sign(secret.as_bytes(), ts, body))
+        .header(
+            "x-tenure-signature",
+            signature::sign(secret.as_bytes(), ts, body),
+        )
         .body(Body::from(body.to_vec()))
         .expect("request")
 }
 
-async fn send(app: &axum::Router, req: Request<Body>) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+async fn send(
+    app: &axum::Router,
+    req: Request<Body>,
+) -> anyhow::Result<(StatusCode, serde_json::Value)> {
     let resp = app.clone().oneshot(req).await?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
@@ -111,10 +117,20 @@ async fn rejections_are_explained_and_quarantined_and_publish_nothing() -> anyho
     let (status, _) = send(&app, signed(&body, "bad id with spaces", now, SECRET)).await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
-    assert_eq!(stored(&bus, INGEST_STREAM).await?, 0, "nothing reaches the engine");
+    assert_eq!(
+        stored(&bus, INGEST_STREAM).await?,
+        0,
+        "nothing reaches the engine"
+    );
     let q = bus.list_quarantine(100).await?;
-    assert_eq!(q.iter().map(|x| x.status).collect::<Vec<_>>(), [401, 401, 400, 422, 413, 400]);
+    assert_eq!(
+        q.iter().map(|x| x.status).collect::<Vec<_>>(),
+        [401, 401, 400, 422, 413, 400]
+    );
     assert!(q[3].reason.contains("work_email"), "{:?}", q[3]);
-    assert!(q[0].payload.contains("ana@example.com"), "the rejected payload is kept");
+    assert!(
+        q[0].payload.contains("ana@example.com"),
+        "the rejected payload is kept"
+    );
     Ok(())
 }

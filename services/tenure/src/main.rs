@@ -13,7 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 #[derive(Parser)]
-#[command(name = "tenure", version, about = "HR-driven identity lifecycle and SCIM 2.0 provisioning")]
+#[command(
+    name = "tenure",
+    version,
+    about = "HR-driven identity lifecycle and SCIM 2.0 provisioning"
+)]
 struct Cli {
     /// Configuration file (TOML). Without it, built-in defaults apply.
     #[arg(long, short, env = "TENURE_CONFIG", global = true)]
@@ -92,10 +96,13 @@ enum AuditCmd {
 
 #[derive(Subcommand)]
 enum QuarantineCmd {
+    /// The newest rejected payloads with the reason (payload preview).
     List {
         #[arg(long, default_value_t = 50)]
         limit: u64,
     },
+    /// One rejected payload in full, by its number from `list`.
+    Show { sequence: u64 },
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -122,7 +129,16 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Run { services } => run(&cfg, services).await,
         Cmd::Up => {
             migrate(&cfg).await?;
-            run(&cfg, &[Service::Ingest, Service::Engine, Service::Fanout, Service::Api]).await
+            run(
+                &cfg,
+                &[
+                    Service::Ingest,
+                    Service::Engine,
+                    Service::Fanout,
+                    Service::Api,
+                ],
+            )
+            .await
         }
         Cmd::Send { files, url } => send(&cfg, files, url.as_deref()).await,
         Cmd::Persons { limit } => {
@@ -141,7 +157,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Accounts { app } => {
             let pool = service_pool(&cfg, 2).await?;
-            println!("{:<12} {:<30} {:<8} {:<38} person", "app", "userName", "active", "remote id");
+            println!(
+                "{:<12} {:<30} {:<8} {:<38} person",
+                "app", "userName", "active", "remote id"
+            );
             for a in tenure_api::queries::accounts(&pool, app.as_deref(), None).await? {
                 println!(
                     "{:<12} {:<30} {:<8} {:<38} {}",
@@ -163,24 +182,55 @@ async fn main() -> anyhow::Result<()> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&events)?);
             } else {
-                println!("timeline of {} ({}), {} events", p.person_id, p.attributes["email"].as_str().unwrap_or(""), events.len());
+                println!(
+                    "timeline of {} ({}), {} events",
+                    p.person_id,
+                    p.attributes["email"].as_str().unwrap_or(""),
+                    events.len()
+                );
                 for e in &events {
                     println!("{}", tenure_api::queries::timeline_line(e));
                 }
             }
             Ok(())
         }
-        Cmd::Audit { command: AuditCmd::Verify } => {
+        Cmd::Audit {
+            command: AuditCmd::Verify,
+        } => {
             let pool = service_pool(&cfg, 2).await?;
             let report = tenure_store::verify(&pool).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.is_ok() {
-                bail!("hash chain verification found {} problem(s)", report.problems.len());
+                bail!(
+                    "hash chain verification found {} problem(s)",
+                    report.problems.len()
+                );
             }
             Ok(())
         }
-        Cmd::Quarantine { command: QuarantineCmd::List { limit } } => {
-            let bus = Bus::connect(&cfg.nats.url, Duration::from_secs(cfg.nats.duplicate_window_secs)).await?;
+        Cmd::Quarantine {
+            command: QuarantineCmd::Show { sequence },
+        } => {
+            let bus = Bus::connect(
+                &cfg.nats.url,
+                Duration::from_secs(cfg.nats.duplicate_window_secs),
+            )
+            .await?;
+            let q = bus
+                .quarantined(*sequence)
+                .await?
+                .with_context(|| format!("no quarantined payload #{sequence}"))?;
+            println!("{}", serde_json::to_string_pretty(&q)?);
+            Ok(())
+        }
+        Cmd::Quarantine {
+            command: QuarantineCmd::List { limit },
+        } => {
+            let bus = Bus::connect(
+                &cfg.nats.url,
+                Duration::from_secs(cfg.nats.duplicate_window_secs),
+            )
+            .await?;
             let items = bus.list_quarantine(*limit).await?;
             if items.is_empty() {
                 println!("quarantine is empty");
@@ -205,7 +255,9 @@ async fn main() -> anyhow::Result<()> {
 async fn service_pool(cfg: &Config, size: u32) -> anyhow::Result<PgPool> {
     tenure_store::connect(&cfg.database.url, cfg.database.role.as_deref(), size)
         .await
-        .with_context(|| "cannot connect to PostgreSQL (is database.url right? did `tenure migrate` run?)")
+        .with_context(|| {
+            "cannot connect to PostgreSQL (is database.url right? did `tenure migrate` run?)"
+        })
 }
 
 async fn migrate(cfg: &Config) -> anyhow::Result<()> {
@@ -229,12 +281,15 @@ async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
         // No access to the maintenance database: the operator created ours.
         return Ok(());
     };
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
     if !exists {
-        sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await?;
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await?;
         info!(database = name, "database created");
     }
     Ok(())
@@ -244,7 +299,13 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let needs_bus = services.iter().any(|s| *s != Service::Api);
     let bus = if needs_bus {
-        Some(Bus::connect(&cfg.nats.url, Duration::from_secs(cfg.nats.duplicate_window_secs)).await?)
+        Some(
+            Bus::connect(
+                &cfg.nats.url,
+                Duration::from_secs(cfg.nats.duplicate_window_secs),
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -256,19 +317,29 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
         match service {
             Service::Ingest => {
                 let bus = bus.context("bus")?;
-                tasks.spawn(async move { tenure_ingest::run(&cfg, bus, token).await.context("ingest") });
+                tasks.spawn(
+                    async move { tenure_ingest::run(&cfg, bus, token).await.context("ingest") },
+                );
             }
             Service::Engine => {
                 let bus = bus.context("bus")?;
                 let pool = service_pool(&cfg, cfg.database.max_connections).await?;
-                tasks.spawn(async move { tenure_engine::run(&cfg, pool, bus, token).await.context("engine") });
+                tasks.spawn(async move {
+                    tenure_engine::run(&cfg, pool, bus, token)
+                        .await
+                        .context("engine")
+                });
             }
             Service::Fanout => {
                 let bus = bus.context("bus")?;
                 // Each in-flight job holds one connection for its lease.
                 let size = (cfg.fanout.concurrency * cfg.apps.len().max(1) + 4) as u32;
                 let pool = service_pool(&cfg, size).await?;
-                tasks.spawn(async move { tenure_fanout::run(&cfg, pool, bus, token).await.context("fanout") });
+                tasks.spawn(async move {
+                    tenure_fanout::run(&cfg, pool, bus, token)
+                        .await
+                        .context("fanout")
+                });
             }
             Service::Api => {
                 let pool = service_pool(&cfg, 4).await?;
@@ -280,7 +351,8 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
     let signals = async {
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
@@ -303,7 +375,11 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
         }
     }
     shutdown.cancel();
-    while let Some(r) = tokio::time::timeout(Duration::from_secs(10), tasks.join_next()).await.ok().flatten() {
+    while let Some(r) = tokio::time::timeout(Duration::from_secs(10), tasks.join_next())
+        .await
+        .ok()
+        .flatten()
+    {
         if let Ok(Err(e)) = r {
             tracing::warn!(error = %e, "service ended with an error");
         }
@@ -316,13 +392,18 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
 
 async fn send(cfg: &Config, files: &[PathBuf], url: Option<&str>) -> anyhow::Result<()> {
     let secret = cfg.ingest.generic.secret.resolve()?;
-    let base = url.map(str::to_string).unwrap_or_else(|| format!("http://{}", cfg.ingest.listen));
+    let base = url
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("http://{}", cfg.ingest.listen));
     let endpoint = format!("{}/v1/sources/generic/records", base.trim_end_matches('/'));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
     for file in files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", file.display()))?;
         let records = match value {
             serde_json::Value::Array(items) => items,
             other => vec![other],
@@ -337,14 +418,23 @@ async fn send(cfg: &Config, files: &[PathBuf], url: Option<&str>) -> anyhow::Res
                 .header("content-type", "application/json")
                 .header("x-tenure-delivery", &delivery)
                 .header("x-tenure-timestamp", ts.to_string())
-                .header("x-tenure-signature", tenure_ingest::signature::sign(secret.expose().as_bytes(), ts, &body))
+                .header(
+                    "x-tenure-signature",
+                    tenure_ingest::signature::sign(secret.expose().as_bytes(), ts, &body),
+                )
                 .body(body)
                 .send()
                 .await
                 .with_context(|| format!("cannot reach {endpoint}"))?;
             let status = resp.status();
             let answer = resp.text().await.unwrap_or_default();
-            println!("{} {} -> {} {}", file.display(), record["person_id"].as_str().unwrap_or("?"), status.as_u16(), answer);
+            println!(
+                "{} {} -> {} {}",
+                file.display(),
+                record["person_id"].as_str().unwrap_or("?"),
+                status.as_u16(),
+                answer
+            );
             if !status.is_success() {
                 bail!("ingest refused a record from {}", file.display());
             }

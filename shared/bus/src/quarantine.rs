@@ -32,7 +32,11 @@ impl Bus {
         let now = Utc::now().to_rfc3339();
         let status = status.to_string();
         // Header values cannot hold newlines; reasons are single-line anyway.
-        let reason: String = reason.chars().filter(|c| !c.is_control()).take(1000).collect();
+        let reason: String = reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(1000)
+            .collect();
         let stored = self
             .publish(
                 &crate::subjects::quarantine(source),
@@ -60,7 +64,12 @@ impl Bus {
             .get_stream(QUARANTINE_STREAM)
             .await
             .map_err(|e| err(e.to_string()))?;
-        let state = stream.info().await.map_err(|e| err(e.to_string()))?.state.clone();
+        let state = stream
+            .info()
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .state
+            .clone();
         if state.messages == 0 {
             return Ok(Vec::new());
         }
@@ -70,22 +79,38 @@ impl Bus {
             .max(state.first_sequence);
         let mut out = Vec::new();
         for seq in from..=state.last_sequence {
-            let Ok(m) = stream.get_raw_message(seq).await else {
-                // Aged out or discarded between info() and the read.
-                continue;
-            };
-            let h = |name: &str| m.headers.get(name).map(|v| v.as_str().to_string());
-            out.push(Quarantined {
-                sequence: m.sequence,
-                source: h(H_SOURCE).unwrap_or_default(),
-                status: h(H_STATUS).and_then(|s| s.parse().ok()).unwrap_or(0),
-                reason: h(H_REASON).unwrap_or_default(),
-                received_at: h(H_RECEIVED)
-                    .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
-                    .map(|t| t.with_timezone(&Utc)),
-                payload: String::from_utf8_lossy(&m.payload).into_owned(),
-            });
+            // A gap is an entry that aged out or was discarded after info().
+            if let Ok(m) = stream.get_raw_message(seq).await {
+                out.push(decode(m));
+            }
         }
         Ok(out)
+    }
+
+    /// One quarantined payload by its sequence number.
+    pub async fn quarantined(&self, sequence: u64) -> Result<Option<Quarantined>, BusError> {
+        let stream = self
+            .js
+            .get_stream(QUARANTINE_STREAM)
+            .await
+            .map_err(|e| BusError::Stream {
+                stream: QUARANTINE_STREAM.into(),
+                detail: e.to_string(),
+            })?;
+        Ok(stream.get_raw_message(sequence).await.ok().map(decode))
+    }
+}
+
+fn decode(m: async_nats::jetstream::message::StreamMessage) -> Quarantined {
+    let h = |name: &str| m.headers.get(name).map(|v| v.as_str().to_string());
+    Quarantined {
+        sequence: m.sequence,
+        source: h(H_SOURCE).unwrap_or_default(),
+        status: h(H_STATUS).and_then(|s| s.parse().ok()).unwrap_or(0),
+        reason: h(H_REASON).unwrap_or_default(),
+        received_at: h(H_RECEIVED)
+            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+            .map(|t| t.with_timezone(&Utc)),
+        payload: String::from_utf8_lossy(&m.payload).into_owned(),
     }
 }

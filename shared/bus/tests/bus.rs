@@ -4,17 +4,31 @@ use tenure_bus::{subjects, Bus, INGEST_STREAM};
 use tenure_testkit::NatsServer;
 
 #[tokio::test]
-async fn publish_is_deduplicated_by_message_id_and_survives_a_restart_of_the_client() -> anyhow::Result<()> {
+async fn publish_is_deduplicated_by_message_id_and_survives_a_restart_of_the_client(
+) -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
     let bus = Bus::connect(&nats.url(), Duration::from_secs(60)).await?;
     let first = bus
-        .publish(&subjects::ingest("generic"), "generic:d-1", &[], Bytes::from_static(b"{}"))
+        .publish(
+            &subjects::ingest("generic"),
+            "generic:d-1",
+            &[],
+            Bytes::from_static(b"{}"),
+        )
         .await?;
     let again = bus
-        .publish(&subjects::ingest("generic"), "generic:d-1", &[], Bytes::from_static(b"{}"))
+        .publish(
+            &subjects::ingest("generic"),
+            "generic:d-1",
+            &[],
+            Bytes::from_static(b"{}"),
+        )
         .await?;
     assert!(!first.duplicate);
-    assert!(again.duplicate, "same message id within the window is a duplicate");
+    assert!(
+        again.duplicate,
+        "same message id within the window is a duplicate"
+    );
     assert_eq!(first.sequence, again.sequence);
 
     // Streams already exist: a second process connecting must not fail or reset them.
@@ -29,9 +43,21 @@ async fn durable_consumer_redelivers_unacked_messages() -> anyhow::Result<()> {
     use futures::StreamExt;
     let nats = NatsServer::start()?;
     let bus = Bus::connect(&nats.url(), Duration::from_secs(60)).await?;
-    bus.publish(&subjects::jobs("wiki", 3), "j-1", &[], Bytes::from_static(b"job")).await?;
+    bus.publish(
+        &subjects::jobs("wiki", 3),
+        "j-1",
+        &[],
+        Bytes::from_static(b"job"),
+    )
+    .await?;
     let consumer = bus
-        .durable_consumer(tenure_bus::JOBS_STREAM, "fanout-wiki", &subjects::jobs_of_app("wiki"), Duration::from_secs(1), 5)
+        .durable_consumer(
+            tenure_bus::JOBS_STREAM,
+            "fanout-wiki",
+            &subjects::jobs_of_app("wiki"),
+            Duration::from_secs(1),
+            5,
+        )
         .await?;
     let mut msgs = consumer.messages().await?;
     let first = msgs.next().await.expect("a message")?;
@@ -40,7 +66,10 @@ async fn durable_consumer_redelivers_unacked_messages() -> anyhow::Result<()> {
     let again = tokio::time::timeout(Duration::from_secs(5), msgs.next())
         .await?
         .expect("redelivery")?;
-    assert_eq!(again.info().map_err(|e| anyhow::anyhow!("{e}"))?.delivered, 2);
+    assert_eq!(
+        again.info().map_err(|e| anyhow::anyhow!("{e}"))?.delivered,
+        2
+    );
     again.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }
@@ -49,8 +78,20 @@ async fn durable_consumer_redelivers_unacked_messages() -> anyhow::Result<()> {
 async fn quarantine_keeps_payload_and_reason() -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
     let bus = Bus::connect(&nats.url(), Duration::from_secs(60)).await?;
-    bus.quarantine("generic", 401, "bad signature", Bytes::from_static(b"{\"x\":1}")).await?;
-    bus.quarantine("generic", 422, "work_email: not an e-mail", Bytes::from_static(b"{}")).await?;
+    bus.quarantine(
+        "generic",
+        401,
+        "bad signature",
+        Bytes::from_static(b"{\"x\":1}"),
+    )
+    .await?;
+    bus.quarantine(
+        "generic",
+        422,
+        "work_email: not an e-mail",
+        Bytes::from_static(b"{}"),
+    )
+    .await?;
     let items = bus.list_quarantine(10).await?;
     assert_eq!(items.len(), 2);
     assert_eq!(items[0].status, 401);

@@ -253,7 +253,9 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.engine.default_tz()?;
         if self.engine.partitions == 0 {
-            return Err(ConfigError::Invalid("engine.partitions must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "engine.partitions must be at least 1".into(),
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for app in &self.apps {
@@ -270,7 +272,10 @@ impl Config {
                 )));
             }
             if !seen.insert(&app.name) {
-                return Err(ConfigError::Invalid(format!("app {:?} is defined twice", app.name)));
+                return Err(ConfigError::Invalid(format!(
+                    "app {:?} is defined twice",
+                    app.name
+                )));
             }
             if !(app.base_url.starts_with("http://") || app.base_url.starts_with("https://")) {
                 return Err(ConfigError::Invalid(format!(
@@ -333,8 +338,11 @@ mod tests {
 
     #[test]
     fn mistakes_are_reported_with_context() {
-        let e = Config::parse("[[app]]\nname = \"Wiki!\"\nbase_url = \"http://x\"\n", "c.toml")
-            .expect_err("bad name");
+        let e = Config::parse(
+            "[[app]]\nname = \"Wiki!\"\nbase_url = \"http://x\"\n",
+            "c.toml",
+        )
+        .expect_err("bad name");
         assert!(e.to_string().contains("Wiki!"), "{e}");
         let e = Config::parse("[databse]\nurl = \"x\"\n", "c.toml").expect_err("typo");
         assert!(e.to_string().contains("databse"), "{e}");

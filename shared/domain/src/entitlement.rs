@@ -27,6 +27,9 @@ pub struct AppPolicy {
     pub on_termination: TerminationPolicy,
 }
 
+// One value exists per decision and is matched on at once; boxing the
+// attributes would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entitlement {
     /// The person should have an active account with these attributes.
@@ -85,9 +88,21 @@ mod tests {
             }),
             on_termination: TerminationPolicy::Delete,
         };
-        assert!(matches!(app.entitlement(&person(Lifecycle::Active, "Engineering")), Entitlement::Active(_)));
-        assert_eq!(app.entitlement(&person(Lifecycle::Active, "Sales")), Entitlement::Revoked(TerminationPolicy::Delete));
-        assert_eq!(app.entitlement(&person(Lifecycle::Terminated, "Engineering")), Entitlement::Revoked(TerminationPolicy::Delete));
-        assert_eq!(app.entitlement(&person(Lifecycle::PreHire, "Engineering")), Entitlement::Revoked(TerminationPolicy::Deactivate));
+        assert!(matches!(
+            app.entitlement(&person(Lifecycle::Active, "Engineering")),
+            Entitlement::Active(_)
+        ));
+        assert_eq!(
+            app.entitlement(&person(Lifecycle::Active, "Sales")),
+            Entitlement::Revoked(TerminationPolicy::Delete)
+        );
+        assert_eq!(
+            app.entitlement(&person(Lifecycle::Terminated, "Engineering")),
+            Entitlement::Revoked(TerminationPolicy::Delete)
+        );
+        assert_eq!(
+            app.entitlement(&person(Lifecycle::PreHire, "Engineering")),
+            Entitlement::Revoked(TerminationPolicy::Deactivate)
+        );
     }
 }

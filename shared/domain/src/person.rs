@@ -110,7 +110,10 @@ impl PersonEvent {
         }
     }
 
-    pub fn from_stored(event_type: &str, data: serde_json::Value) -> Result<Self, serde_json::Error> {
+    pub fn from_stored(
+        event_type: &str,
+        data: serde_json::Value,
+    ) -> Result<Self, serde_json::Error> {
         serde_json::from_value(serde_json::json!({ "type": event_type, "data": data }))
     }
 
@@ -240,7 +243,10 @@ fn push_changes(out: &mut Vec<PersonEvent>, state: &Person, next: &Attributes) {
 pub fn evolve(mut state: Person, event: &PersonEvent) -> Person {
     match event {
         PersonEvent::SourceRecordReceived { record, .. } => {
-            if state.last_effective_at.is_none_or(|t| record.effective_at >= t) {
+            if state
+                .last_effective_at
+                .is_none_or(|t| record.effective_at >= t)
+            {
                 state.last_effective_at = Some(record.effective_at);
             }
         }
@@ -310,11 +316,19 @@ mod tests {
             employment_status: status,
             start_date: Some(start.parse().expect("date")),
             end_date: None,
-            effective_at: Utc.with_ymd_and_hms(2026, 3, 1, eff_hour, 0, 0).single().expect("t"),
+            effective_at: Utc
+                .with_ymd_and_hms(2026, 3, 1, eff_hour, 0, 0)
+                .single()
+                .expect("t"),
         }
     }
 
-    fn apply(state: &Person, r: &SourceRecord, now: DateTime<Utc>, id: &str) -> (Person, Vec<PersonEvent>) {
+    fn apply(
+        state: &Person,
+        r: &SourceRecord,
+        now: DateTime<Utc>,
+        id: &str,
+    ) -> (Person, Vec<PersonEvent>) {
         let events = decide(
             state,
             &Command::ApplyRecord {
@@ -338,11 +352,21 @@ mod tests {
 
     #[test]
     fn hire_today_is_active_and_future_hire_is_recorded() {
-        let (s, ev) = apply(&Person::default(), &record(EmploymentStatus::Active, "2026-03-03", 1), at(2026, 3, 3, 8), "d1");
+        let (s, ev) = apply(
+            &Person::default(),
+            &record(EmploymentStatus::Active, "2026-03-03", 1),
+            at(2026, 3, 3, 8),
+            "d1",
+        );
         assert_eq!(types(&ev), ["SourceRecordReceived", "PersonHired"]);
         assert_eq!(s.lifecycle, Some(Lifecycle::Active));
 
-        let (s, ev) = apply(&Person::default(), &record(EmploymentStatus::Active, "2026-03-10", 1), at(2026, 3, 3, 8), "d1");
+        let (s, ev) = apply(
+            &Person::default(),
+            &record(EmploymentStatus::Active, "2026-03-10", 1),
+            at(2026, 3, 3, 8),
+            "d1",
+        );
         assert_eq!(types(&ev), ["SourceRecordReceived", "HireScheduled"]);
         assert_eq!(s.lifecycle, Some(Lifecycle::PreHire));
         assert_eq!(s.start_date, Some("2026-03-10".parse().expect("date")));
@@ -351,15 +375,28 @@ mod tests {
     #[test]
     fn start_date_is_judged_in_the_persons_time_zone() {
         // 23:30 UTC on 2 March is already 3 March in Berlin.
-        let now = Utc.with_ymd_and_hms(2026, 3, 2, 23, 30, 0).single().expect("t");
-        let (s, _) = apply(&Person::default(), &record(EmploymentStatus::Active, "2026-03-03", 1), now, "d1");
+        let now = Utc
+            .with_ymd_and_hms(2026, 3, 2, 23, 30, 0)
+            .single()
+            .expect("t");
+        let (s, _) = apply(
+            &Person::default(),
+            &record(EmploymentStatus::Active, "2026-03-03", 1),
+            now,
+            "d1",
+        );
         assert_eq!(s.lifecycle, Some(Lifecycle::Active));
     }
 
     #[test]
     fn update_termination_and_rehire() {
         let now = at(2026, 3, 5, 8);
-        let (s, _) = apply(&Person::default(), &record(EmploymentStatus::Active, "2026-03-03", 1), now, "d1");
+        let (s, _) = apply(
+            &Person::default(),
+            &record(EmploymentStatus::Active, "2026-03-03", 1),
+            now,
+            "d1",
+        );
         let mut moved = record(EmploymentStatus::Active, "2026-03-03", 2);
         moved.department = Some("Sales".into());
         let (s, ev) = apply(&s, &moved, now, "d2");
@@ -371,10 +408,20 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let (s, ev) = apply(&s, &record(EmploymentStatus::Terminated, "2026-03-03", 3), now, "d3");
+        let (s, ev) = apply(
+            &s,
+            &record(EmploymentStatus::Terminated, "2026-03-03", 3),
+            now,
+            "d3",
+        );
         assert_eq!(types(&ev), ["SourceRecordReceived", "PersonTerminated"]);
         assert_eq!(s.lifecycle, Some(Lifecycle::Terminated));
-        let (s, ev) = apply(&s, &record(EmploymentStatus::Active, "2026-03-05", 4), now, "d4");
+        let (s, ev) = apply(
+            &s,
+            &record(EmploymentStatus::Active, "2026-03-05", 4),
+            now,
+            "d4",
+        );
         assert_eq!(types(&ev), ["SourceRecordReceived", "PersonRehired"]);
         assert_eq!(s.lifecycle, Some(Lifecycle::Active));
     }
@@ -382,8 +429,18 @@ mod tests {
     #[test]
     fn older_record_is_superseded_and_changes_nothing() {
         let now = at(2026, 3, 5, 8);
-        let (s, _) = apply(&Person::default(), &record(EmploymentStatus::Terminated, "2026-03-03", 5), now, "d1");
-        let (s2, ev) = apply(&s, &record(EmploymentStatus::Active, "2026-03-03", 4), now, "d0");
+        let (s, _) = apply(
+            &Person::default(),
+            &record(EmploymentStatus::Terminated, "2026-03-03", 5),
+            now,
+            "d1",
+        );
+        let (s2, ev) = apply(
+            &s,
+            &record(EmploymentStatus::Active, "2026-03-03", 4),
+            now,
+            "d0",
+        );
         assert_eq!(types(&ev), ["SourceRecordReceived", "RecordSuperseded"]);
         assert_eq!(s2, s);
     }
@@ -393,14 +450,23 @@ mod tests {
         let mut r = record(EmploymentStatus::Active, "2026-01-01", 1);
         r.end_date = Some("2026-03-04".parse().expect("date"));
         let (s, ev) = apply(&Person::default(), &r, at(2026, 3, 4, 12), "d1");
-        assert_eq!(s.lifecycle, Some(Lifecycle::Active), "last day itself still active: {ev:?}");
+        assert_eq!(
+            s.lifecycle,
+            Some(Lifecycle::Active),
+            "last day itself still active: {ev:?}"
+        );
         let (s, _) = apply(&s, &r, at(2026, 3, 5, 12), "d2");
         assert_eq!(s.lifecycle, Some(Lifecycle::Terminated));
     }
 
     #[test]
     fn events_round_trip_through_storage_form() {
-        let (_, ev) = apply(&Person::default(), &record(EmploymentStatus::Active, "2026-03-03", 1), at(2026, 3, 3, 8), "d1");
+        let (_, ev) = apply(
+            &Person::default(),
+            &record(EmploymentStatus::Active, "2026-03-03", 1),
+            at(2026, 3, 3, 8),
+            "d1",
+        );
         for e in ev {
             let back = PersonEvent::from_stored(e.event_type(), e.to_data()).expect("decode");
             assert_eq!(back, e);
@@ -409,7 +475,10 @@ mod tests {
 
     fn arb_record() -> impl Strategy<Value = SourceRecord> {
         (
-            prop_oneof![Just(EmploymentStatus::Active), Just(EmploymentStatus::Terminated)],
+            prop_oneof![
+                Just(EmploymentStatus::Active),
+                Just(EmploymentStatus::Terminated)
+            ],
             0u32..20,
             0u32..24,
             prop_oneof![Just("Engineering"), Just("Sales")],

@@ -181,7 +181,10 @@ impl SourceRecord {
         ] {
             if let Some(v) = value {
                 if v.chars().count() > MAX_TEXT {
-                    return Err(RecordError::new(name, format!("longer than {MAX_TEXT} characters")));
+                    return Err(RecordError::new(
+                        name,
+                        format!("longer than {MAX_TEXT} characters"),
+                    ));
                 }
             }
         }
@@ -237,7 +240,10 @@ fn text(field: &str, v: &str) -> Result<(), RecordError> {
         return Err(RecordError::new(field, "must not be empty"));
     }
     if t.chars().count() > MAX_TEXT {
-        return Err(RecordError::new(field, format!("longer than {MAX_TEXT} characters")));
+        return Err(RecordError::new(
+            field,
+            format!("longer than {MAX_TEXT} characters"),
+        ));
     }
     if t.chars().any(char::is_control) {
         return Err(RecordError::new(field, "contains control characters"));
@@ -335,7 +341,10 @@ mod tests {
         let mut v = valid();
         v["favourite_colour"] = "blue".into();
         let e = parse(v);
-        assert!(matches!(e, Err(ParseError::Invalid(ref r)) if r.message.contains("favourite_colour")), "{e:?}");
+        assert!(
+            matches!(e, Err(ParseError::Invalid(ref r)) if r.message.contains("favourite_colour")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -111,14 +111,18 @@ impl Drop for TestDb {
         let admin = self.admin_url.clone();
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async {
                 if let Ok(mut c) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                        .execute(&mut c)
-                        .await;
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute(&mut c)
+                            .await;
                 }
             });
         })
@@ -148,11 +152,22 @@ impl ScimServer {
         let port = free_port();
         let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
         let mut child = Command::new(scim2_server_bin())
-            .args(["--port", &port.to_string(), "--bearer-token", &token, "--dynamic-tenants"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bearer-token",
+                &token,
+                "--dynamic-tenants",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start scim2-server ({}): {e}; run `just setup`", scim2_server_bin()))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot start scim2-server ({}): {e}; run `just setup`",
+                    scim2_server_bin()
+                )
+            })?;
         wait_for_port(port, "scim2-server", &mut child)?;
         Ok(Self { child, port, token })
     }

@@ -1,0 +1,401 @@
+//! Tenure end to end over HTTP: signed HR webhook → JetStream → engine →
+//! event store → fanout → scim2-server, and the audit trail that explains it.
+
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use tenure_e2e::{person, wait_for, Stack};
+
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn wait_user<F>(
+    stack: &Stack,
+    tenant: &str,
+    user_name: &str,
+    pred: F,
+) -> anyhow::Result<Option<Value>>
+where
+    F: Fn(Option<&Value>) -> bool,
+{
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let u = stack.scim_user(tenant, user_name).await?;
+        if pred(u.as_ref()) {
+            return Ok(u);
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("{user_name} in {tenant} is still {u:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn hire_move_and_termination_reach_the_apps_and_the_audit_explains_each_call(
+) -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let hire = person(
+        "E-1",
+        "Ana",
+        "Silva",
+        "Engineering",
+        "active",
+        "2026-01-02T09:00:00Z",
+    );
+    let accepted = stack.send(&hire, "hire-1").await?;
+    let hire_correlation = accepted["correlation_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    let wiki = wait_user(&stack, &stack.wiki_tenant, "ana.silva@example.com", |u| {
+        u.is_some()
+    })
+    .await?;
+    let wiki = wiki.expect("wiki account");
+    assert_eq!(wiki["name"]["givenName"], "Ana");
+    assert_eq!(wiki["name"]["familyName"], "Silva");
+    assert_eq!(wiki["displayName"], "Ana Silva");
+    assert_eq!(wiki["emails"][0]["value"], "ana.silva@example.com");
+    assert_eq!(wiki["active"], true);
+    assert_eq!(wiki["title"], "Engineer");
+    assert_eq!(wiki[ENTERPRISE]["department"], "Engineering");
+    assert_eq!(wiki[ENTERPRISE]["employeeNumber"], "1");
+    let person_id = wiki["externalId"].as_str().unwrap_or_default().to_string();
+    assert!(
+        uuid::Uuid::parse_str(&person_id).is_ok(),
+        "externalId is Tenure's person id: {person_id}"
+    );
+    let git = wait_user(&stack, &stack.git_tenant, "ana.silva", |u| u.is_some()).await?;
+    assert!(
+        git.is_some(),
+        "Engineering gets a git account named by the e-mail's local part"
+    );
+
+    // A title change is sent as an update to the same remote account.
+    let mut promoted = hire.clone();
+    promoted["title"] = "Staff Engineer".into();
+    promoted["effective_at"] = "2026-02-01T09:00:00Z".into();
+    stack.send(&promoted, "promo-1").await?;
+    let updated = wait_user(&stack, &stack.wiki_tenant, "ana.silva@example.com", |u| {
+        u.is_some_and(|u| u["title"] == "Staff Engineer")
+    })
+    .await?;
+    assert_eq!(
+        updated.map(|u| u["id"].clone()),
+        Some(wiki["id"].clone()),
+        "updated in place, not re-created"
+    );
+
+    // Termination: wiki deactivates (keeps the account), git deletes.
+    let mut leaver = promoted.clone();
+    leaver["employment_status"] = "terminated".into();
+    leaver["end_date"] = "2026-03-31".into();
+    leaver["effective_at"] = "2026-03-31T17:00:00Z".into();
+    let term = stack.send(&leaver, "term-1").await?;
+    let term_correlation = term["correlation_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    wait_user(&stack, &stack.wiki_tenant, "ana.silva@example.com", |u| {
+        u.is_some_and(|u| u["active"] == false)
+    })
+    .await?;
+    wait_user(&stack, &stack.git_tenant, "ana.silva", |u| u.is_none()).await?;
+    assert_eq!(stack.scim_users(&stack.wiki_tenant).await?.len(), 1);
+
+    // The audit timeline: the record, the decision, then every SCIM call,
+    // each call caused by the decision and correlated with the delivery.
+    let deadline = std::time::Instant::now() + WAIT;
+    let events: Vec<Value> = loop {
+        let t = stack
+            .api(&format!("/v1/persons/{person_id}/timeline"))
+            .await?;
+        let events = t["events"].as_array().cloned().unwrap_or_default();
+        let done = events
+            .iter()
+            .filter(|e| {
+                e["event_type"] == "AccountDeleted" || e["event_type"] == "AccountDeactivated"
+            })
+            .count();
+        if done == 2 {
+            break events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timeline incomplete: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let types: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["event_type"].as_str())
+        .collect();
+    let pos = |t: &str| types.iter().position(|x| *x == t).unwrap_or(usize::MAX);
+    assert_eq!(types[0], "SourceRecordReceived");
+    assert_eq!(types[1], "PersonHired");
+    assert!(pos("PersonHired") < pos("AccountCreated"));
+    assert!(pos("PersonTerminated") < pos("AccountDeactivated"));
+    assert!(pos("PersonTerminated") < pos("AccountDeleted"));
+    let by_id: HashMap<&str, &Value> = events
+        .iter()
+        .filter_map(|e| Some((e["event_id"].as_str()?, e)))
+        .collect();
+    let index: HashMap<&str, usize> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| Some((e["event_id"].as_str()?, i)))
+        .collect();
+    for (i, e) in events.iter().enumerate() {
+        if let Some(cause) = e["metadata"]["causation_id"].as_str() {
+            let c = by_id
+                .get(cause)
+                .unwrap_or_else(|| panic!("cause {cause} of {e} is not in the timeline"));
+            assert!(index[cause] < i, "cause comes first");
+            assert_eq!(
+                c["metadata"]["correlation_id"],
+                e["metadata"]["correlation_id"]
+            );
+        }
+    }
+    let calls: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event_type"] == "ScimCallSucceeded")
+        .collect();
+    assert!(calls
+        .iter()
+        .any(|c| c["data"]["method"] == "POST" && c["data"]["status"] == 201));
+    assert!(calls.iter().any(|c| c["data"]["method"] == "PATCH"));
+    assert!(calls.iter().any(|c| c["data"]["method"] == "DELETE"));
+    for c in &calls {
+        assert!(
+            c["data"]["latency_ms"].is_u64() && c["data"]["path"].is_string(),
+            "{c}"
+        );
+    }
+    let created = events
+        .iter()
+        .find(|e| e["event_type"] == "AccountCreated")
+        .expect("created");
+    assert_eq!(
+        created["metadata"]["correlation_id"],
+        hire_correlation.as_str()
+    );
+    let deactivated = events
+        .iter()
+        .find(|e| e["event_type"] == "AccountDeactivated")
+        .expect("deactivated");
+    assert_eq!(
+        deactivated["metadata"]["correlation_id"],
+        term_correlation.as_str()
+    );
+    assert_eq!(deactivated["data"]["remote_id"], wiki["id"]);
+
+    let verify = stack.api("/v1/audit/verify").await?;
+    assert_eq!(
+        verify["problems"].as_array().map(Vec::len),
+        Some(0),
+        "{verify}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_same_webhook_twice_gives_one_account_and_no_duplicate_events() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let hire = person(
+        "E-2",
+        "Bo",
+        "Berg",
+        "Engineering",
+        "active",
+        "2026-01-02T09:00:00Z",
+    );
+    let first = stack.send(&hire, "dup-1").await?;
+    let second = stack.send(&hire, "dup-1").await?;
+    assert_eq!(first["duplicate"], false);
+    assert_eq!(second["duplicate"], true);
+    wait_user(&stack, &stack.wiki_tenant, "bo.berg@example.com", |u| {
+        u.is_some()
+    })
+    .await?;
+    wait_user(&stack, &stack.git_tenant, "bo.berg", |u| u.is_some()).await?;
+
+    // A redelivery that slipped past JetStream's window (new message id,
+    // same delivery) is caught by the engine's inbox.
+    let bus = tenure_bus::Bus::connect(&stack.nats.url(), Duration::from_secs(60)).await?;
+    let envelope = tenure_bus::IngestEnvelope {
+        source: "generic".into(),
+        delivery_id: "dup-1".into(),
+        received_at: chrono::Utc::now(),
+        correlation_id: uuid::Uuid::new_v4(),
+        record: serde_json::from_value(hire.clone())?,
+    };
+    let stored = bus
+        .publish(
+            &tenure_bus::subjects::ingest("generic"),
+            "replayed-after-window",
+            &[],
+            serde_json::to_vec(&envelope)?.into(),
+        )
+        .await?;
+    assert!(!stored.duplicate);
+    // The engine has consumed it once every message is acknowledged.
+    wait_for(WAIT, || async {
+        let mut c = bus
+            .js
+            .get_stream(tenure_bus::INGEST_STREAM)
+            .await?
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>("engine")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let info = c.info().await?;
+        Ok(info.num_ack_pending == 0
+            && info.num_pending == 0
+            && info.delivered.stream_sequence >= 2)
+    })
+    .await?;
+    assert_eq!(stack.scim_users(&stack.wiki_tenant).await?.len(), 1);
+    assert_eq!(stack.scim_users(&stack.git_tenant).await?.len(), 1);
+    assert_eq!(
+        stack
+            .psql_count("SELECT count(*) FROM events WHERE event_type = 'SourceRecordReceived'")
+            .await?,
+        1
+    );
+    assert_eq!(
+        stack
+            .psql_count("SELECT count(*) FROM events WHERE event_type = 'PersonHired'")
+            .await?,
+        1
+    );
+    assert_eq!(
+        stack
+            .psql_count("SELECT count(*) FROM events WHERE event_type = 'AccountCreated'")
+            .await?,
+        2
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_signature_changes_nothing_downstream_and_is_quarantined() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let forged = person(
+        "E-3",
+        "Mallory",
+        "Mask",
+        "Engineering",
+        "active",
+        "2026-01-02T09:00:00Z",
+    );
+    let (status, body) = stack
+        .post_signed(&serde_json::to_vec(&forged)?, "forged-1", "not-the-secret")
+        .await?;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"], "invalid_signature");
+
+    // A real record afterwards proves the pipeline was live the whole time.
+    stack
+        .send(
+            &person(
+                "E-4",
+                "Real",
+                "Person",
+                "Sales",
+                "active",
+                "2026-01-02T09:00:00Z",
+            ),
+            "ok-1",
+        )
+        .await?;
+    wait_user(&stack, &stack.wiki_tenant, "real.person@example.com", |u| {
+        u.is_some()
+    })
+    .await?;
+    let users = stack.scim_users(&stack.wiki_tenant).await?;
+    assert_eq!(users.len(), 1, "only the genuine record reached the app");
+    assert!(stack.scim_users(&stack.git_tenant).await?.is_empty());
+    assert_eq!(stack.psql_count("SELECT count(*) FROM persons").await?, 1);
+    assert_eq!(
+        stack
+            .psql_count("SELECT count(*) FROM events WHERE data::text LIKE '%Mallory%'")
+            .await?,
+        0
+    );
+
+    let out = stack.tenure(&["quarantine", "list"]).output()?;
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        listing.contains("#1") && listing.contains("401") && listing.contains("invalid_signature"),
+        "{listing}"
+    );
+    let out = stack.tenure(&["quarantine", "show", "1"]).output()?;
+    let shown: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(shown["status"], 401);
+    let payload: Value = serde_json::from_str(shown["payload"].as_str().unwrap_or_default())?;
+    assert_eq!(
+        payload, forged,
+        "the rejected payload is kept byte for byte"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn fanout_killed_mid_run_converges_without_duplicate_accounts() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    const N: usize = 40;
+    for i in 0..N {
+        let p = person(
+            &format!("E-{}", 100 + i),
+            "Kim",
+            &format!("Number{i}"),
+            "Engineering",
+            "active",
+            "2026-01-02T09:00:00Z",
+        );
+        stack.send(&p, &format!("bulk-{i}")).await?;
+    }
+    // Kill the fanout with SIGKILL while it is part-way through the work.
+    wait_for(WAIT, || async {
+        Ok(!stack.scim_users(&stack.wiki_tenant).await?.is_empty())
+    })
+    .await?;
+    stack.kill_fanout()?;
+    let at_kill = stack.scim_users(&stack.wiki_tenant).await?.len();
+    assert!(
+        at_kill < N,
+        "the kill happened mid-run ({at_kill} of {N} done)"
+    );
+
+    stack.start_fanout()?;
+    wait_for(Duration::from_secs(60), || async {
+        Ok(stack.scim_users(&stack.wiki_tenant).await?.len() >= N
+            && stack.scim_users(&stack.git_tenant).await?.len() >= N)
+    })
+    .await?;
+    // Let redelivered jobs of the killed process run out, then count.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for tenant in [&stack.wiki_tenant, &stack.git_tenant] {
+        let users = stack.scim_users(tenant).await?;
+        assert_eq!(users.len(), N, "exactly one account per person in {tenant}");
+        let external: HashSet<&str> = users
+            .iter()
+            .filter_map(|u| u["externalId"].as_str())
+            .collect();
+        assert_eq!(external.len(), N, "no person has two accounts");
+    }
+    assert_eq!(
+        stack
+            .psql_count("SELECT count(*) FROM accounts WHERE remote_id IS NOT NULL")
+            .await?,
+        2 * N as i64
+    );
+    Ok(())
+}
