@@ -26,3 +26,8 @@ test: setup
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Benchmarks (release build; not part of `just test`). Figures go to docs/benchmarks.md.
+bench: setup
+    cargo build --release -p tenure
+    source scripts/lib.sh && ensure_nats && ensure_python_peers && TENURE_BIN="$PWD/target/release/tenure" cargo run --release -q -p tenure-e2e --bin bench-termination

@@ -47,7 +47,9 @@ pub fn tenure_bin() -> anyhow::Result<PathBuf> {
 pub struct Stack {
     pub nats: NatsServer,
     pub db: TestDb,
+    /// The wiki app's SCIM server; the git app has its own, as real apps do.
     pub scim: ScimServer,
+    pub scim_git: ScimServer,
     pub dir: tempfile::TempDir,
     pub ingest_port: u16,
     pub api_port: u16,
@@ -58,12 +60,23 @@ pub struct Stack {
     http: reqwest::Client,
 }
 
+/// Fanout settings for tests: short ack wait and retries so crash tests
+/// converge quickly.
+pub const TEST_FANOUT: &str =
+    "ack_wait_secs = 2\nconcurrency = 4\nbase_delay_ms = 50\nmax_delay_ms = 1000\n";
+
 impl Stack {
     /// Peers, config and a migrated database; no Tenure process yet.
     pub async fn new() -> anyhow::Result<Self> {
+        Self::new_with(TEST_FANOUT).await
+    }
+
+    /// As `new`, with the given body of the `[fanout]` section.
+    pub async fn new_with(fanout: &str) -> anyhow::Result<Self> {
         let nats = NatsServer::start()?;
         let db = TestDb::create().await?;
         let scim = ScimServer::start()?;
+        let scim_git = ScimServer::start()?;
         let dir = tempfile::tempdir()?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let (wiki_tenant, git_tenant) = (format!("wiki{}", &id[..8]), format!("git{}", &id[..8]));
@@ -75,10 +88,7 @@ listen = "127.0.0.1:{ingest_port}"
 [api]
 listen = "127.0.0.1:{api_port}"
 [fanout]
-ack_wait_secs = 2
-concurrency = 4
-base_delay_ms = 50
-max_delay_ms = 1000
+{fanout}
 [[app]]
 name = "wiki"
 base_url = "{wiki}"
@@ -86,19 +96,20 @@ token = {{ env = "TENURE_APP_TOKEN" }}
 [[app]]
 name = "git"
 base_url = "{git}"
-token = {{ env = "TENURE_APP_TOKEN" }}
+token = {{ env = "TENURE_GIT_TOKEN" }}
 scope = {{ attribute = "department", values = ["Engineering"] }}
 on_termination = "delete"
 user_name = "email_local_part"
 "#,
             wiki = scim.tenant_url(&wiki_tenant),
-            git = scim.tenant_url(&git_tenant),
+            git = scim_git.tenant_url(&git_tenant),
         );
         std::fs::write(dir.path().join("tenure.toml"), config)?;
         let stack = Self {
             nats,
             db,
             scim,
+            scim_git,
             dir,
             ingest_port,
             api_port,
@@ -122,7 +133,11 @@ user_name = "email_local_part"
 
     /// Peers plus ingest/engine/api in one process and fanout in another.
     pub async fn start() -> anyhow::Result<Self> {
-        let mut s = Self::new().await?;
+        Self::start_with(TEST_FANOUT).await
+    }
+
+    pub async fn start_with(fanout: &str) -> anyhow::Result<Self> {
+        let mut s = Self::new_with(fanout).await?;
         s.start_core().await?;
         s.start_fanout()?;
         Ok(s)
@@ -136,6 +151,7 @@ user_name = "email_local_part"
             .env("TENURE_NATS_URL", self.nats.url())
             .env("TENURE_GENERIC_SECRET", SECRET)
             .env("TENURE_APP_TOKEN", &self.scim.token)
+            .env("TENURE_GIT_TOKEN", &self.scim_git.token)
             .env("TENURE_LOG", "info,sqlx=warn")
             .stdin(Stdio::null());
         c
@@ -234,12 +250,22 @@ user_name = "email_local_part"
         Ok(r.error_for_status()?.json().await?)
     }
 
+    /// The SCIM server that serves `tenant`.
+    pub fn server(&self, tenant: &str) -> &ScimServer {
+        if tenant == self.git_tenant {
+            &self.scim_git
+        } else {
+            &self.scim
+        }
+    }
+
     /// All users of a tenant, read straight from the SCIM server.
     pub async fn scim_users(&self, tenant: &str) -> anyhow::Result<Vec<Value>> {
+        let server = self.server(tenant);
         let r = self
             .http
-            .get(format!("{}/Users?count=1000", self.scim.tenant_url(tenant)))
-            .bearer_auth(&self.scim.token)
+            .get(format!("{}/Users?count=1000", server.tenant_url(tenant)))
+            .bearer_auth(&server.token)
             .send()
             .await?;
         let v: Value = r.error_for_status()?.json().await?;
@@ -252,6 +278,20 @@ user_name = "email_local_part"
                 .as_str()
                 .is_some_and(|n| n.eq_ignore_ascii_case(user_name))
         }))
+    }
+
+    /// Creates a user directly in an app, as an admin would by hand.
+    pub async fn create_in_app(&self, tenant: &str, user: Value) -> anyhow::Result<Value> {
+        let server = self.server(tenant);
+        let r = self
+            .http
+            .post(format!("{}/Users", server.tenant_url(tenant)))
+            .bearer_auth(&server.token)
+            .header("content-type", "application/scim+json")
+            .body(serde_json::to_vec(&user)?)
+            .send()
+            .await?;
+        Ok(r.error_for_status()?.json().await?)
     }
 
     pub async fn psql_count(&self, sql: &str) -> anyhow::Result<i64> {

@@ -399,3 +399,166 @@ async fn fanout_killed_mid_run_converges_without_duplicate_accounts() -> anyhow:
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn reconcile_repairs_accounts_changed_behind_tenures_back() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    stack
+        .send(
+            &person(
+                "E-5",
+                "Dana",
+                "Drift",
+                "Engineering",
+                "active",
+                "2026-01-02T09:00:00Z",
+            ),
+            "h-5",
+        )
+        .await?;
+    stack
+        .send(
+            &person(
+                "E-6",
+                "Eli",
+                "Edit",
+                "Engineering",
+                "active",
+                "2026-01-02T09:00:00Z",
+            ),
+            "h-6",
+        )
+        .await?;
+    let dana = wait_user(&stack, &stack.wiki_tenant, "dana.drift@example.com", |u| {
+        u.is_some()
+    })
+    .await?
+    .expect("dana");
+    let eli = wait_user(&stack, &stack.wiki_tenant, "eli.edit@example.com", |u| {
+        u.is_some()
+    })
+    .await?
+    .expect("eli");
+
+    // An admin deletes Dana's account and deactivates Eli's directly in the app.
+    let http = reqwest::Client::new();
+    let base = stack.scim.tenant_url(&stack.wiki_tenant);
+    let id = |u: &Value| u["id"].as_str().unwrap_or_default().to_string();
+    http.delete(format!("{base}/Users/{}", id(&dana)))
+        .bearer_auth(&stack.scim.token)
+        .send()
+        .await?
+        .error_for_status()?;
+    http.patch(format!("{base}/Users/{}", id(&eli)))
+        .bearer_auth(&stack.scim.token)
+        .header("content-type", "application/scim+json")
+        .body(r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}"#)
+        .send()
+        .await?
+        .error_for_status()?;
+
+    let out = stack.tenure(&["reconcile", "--app", "wiki"]).output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 jobs queued"));
+    let dana2 = wait_user(&stack, &stack.wiki_tenant, "dana.drift@example.com", |u| {
+        u.is_some()
+    })
+    .await?
+    .expect("dana back");
+    assert_ne!(
+        id(&dana2),
+        id(&dana),
+        "re-created after the remote id stopped resolving"
+    );
+    wait_user(&stack, &stack.wiki_tenant, "eli.edit@example.com", |u| {
+        u.is_some_and(|u| u["active"] == true)
+    })
+    .await?;
+    assert_eq!(stack.scim_users(&stack.wiki_tenant).await?.len(), 2);
+    // git was not asked and still holds exactly its two accounts.
+    assert_eq!(stack.scim_users(&stack.git_tenant).await?.len(), 2);
+
+    let unknown = stack.tenure(&["reconcile", "--app", "nope"]).output()?;
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no app named"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn existing_app_accounts_are_linked_when_entitled_and_never_touched_otherwise(
+) -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let core = "urn:ietf:params:scim:schemas:core:2.0:User";
+    // Accounts an admin made by hand before Tenure, without externalId.
+    let ivy = stack
+        .create_in_app(
+            &stack.git_tenant,
+            serde_json::json!({"schemas": [core], "userName": "ivy.ito", "active": true}),
+        )
+        .await?;
+    let sam = stack
+        .create_in_app(
+            &stack.git_tenant,
+            serde_json::json!({"schemas": [core], "userName": "sam.sales", "active": true}),
+        )
+        .await?;
+
+    // Ivy is in Engineering: her existing git account is adopted, not duplicated.
+    stack
+        .send(
+            &person(
+                "E-7",
+                "Ivy",
+                "Ito",
+                "Engineering",
+                "active",
+                "2026-01-02T09:00:00Z",
+            ),
+            "h-7",
+        )
+        .await?;
+    let linked = wait_user(&stack, &stack.git_tenant, "ivy.ito", |u| {
+        u.is_some_and(|u| u["externalId"].is_string())
+    })
+    .await?;
+    assert_eq!(linked.map(|u| u["id"].clone()), Some(ivy["id"].clone()));
+
+    // Sam is in Sales, outside git's scope (whose policy deletes): the
+    // unrelated "sam.sales" account that shares the name must survive.
+    stack
+        .send(
+            &person(
+                "E-8",
+                "Sam",
+                "Sales",
+                "Sales",
+                "active",
+                "2026-01-02T09:00:00Z",
+            ),
+            "h-8",
+        )
+        .await?;
+    wait_user(&stack, &stack.wiki_tenant, "sam.sales@example.com", |u| {
+        u.is_some()
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let users = stack.scim_users(&stack.git_tenant).await?;
+    assert_eq!(users.len(), 2, "{users:?}");
+    let still = users
+        .iter()
+        .find(|u| u["userName"] == "sam.sales")
+        .expect("sam.sales kept");
+    assert_eq!(still["id"], sam["id"]);
+    assert_eq!(still["active"], true);
+    assert!(still.get("externalId").is_none());
+    let linked_events = stack
+        .psql_count("SELECT count(*) FROM events WHERE event_type = 'AccountLinked'")
+        .await?;
+    assert_eq!(linked_events, 1);
+    Ok(())
+}

@@ -96,6 +96,11 @@ async fn get_timeline(State(pool): State<PgPool>, Path(key): Path<String>) -> Re
         );
     };
     match queries::timeline(&pool, id).await {
+        Ok(events) if events.is_empty() => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no events for person {id}"),
+        ),
         Ok(events) => Json(json!({ "person_id": id, "events": events })).into_response(),
         Err(e) => db_error(e),
     }

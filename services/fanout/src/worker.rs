@@ -170,8 +170,12 @@ impl AppWorker {
             .converge(job, &desired, &known, &user_name, &mut audit)
             .await;
 
+        // A refusal that will not pass by retrying (401, 403, 400, an
+        // ambiguous lookup) is recorded and left for an operator; anything
+        // else is redelivered.
         let (outcome, remote, error) = match result {
             Ok((outcome, remote)) => (Some(outcome), remote, None),
+            Err(e) if !e.is_retryable() => (Some(Outcome::Failed(e.to_string())), None, None),
             Err(e) => (None, None, Some(e)),
         };
         if let Some(e) = &error {
@@ -258,11 +262,15 @@ impl AppWorker {
     }
 
     /// Finds the account: stored remote id, then externalId, then userName.
+    /// A userName match is only considered when the account is meant to
+    /// exist: deactivating or deleting an account that merely shares a name
+    /// with the person could switch off someone else.
     async fn lookup(
         &self,
         job: &Job,
         known: &Known,
         user_name: &str,
+        by_user_name: bool,
         audit: &mut Audit<'_>,
     ) -> Result<Option<(RemoteUser, &'static str)>, ScimError> {
         if let Some(id) = &known.remote_id {
@@ -280,6 +288,9 @@ impl AppWorker {
             .value
         {
             return Ok(Some((u, "externalId")));
+        }
+        if !by_user_name {
+            return Ok(None);
         }
         let mut names = vec![user_name.to_string()];
         if let Some(old) = &known.user_name {
@@ -307,7 +318,8 @@ impl AppWorker {
         user_name: &str,
         audit: &mut Audit<'_>,
     ) -> Result<(Outcome, Option<RemoteUser>), ScimError> {
-        let mut found = self.lookup(job, known, user_name, audit).await?;
+        let present = matches!(desired, Desired::Present(_));
+        let mut found = self.lookup(job, known, user_name, present, audit).await?;
         let mut changed: Vec<&'static str> = Vec::new();
         // Two rounds at most: a create that collides (409) is followed by a
         // lookup and one more diff against what the lookup found.

@@ -219,7 +219,9 @@ async fn generic_record(State(state): State<Arc<IngestState>>, request: Request)
 }
 
 /// Reads at most `limit` bytes. An oversized body is refused early from its
-/// Content-Length when it has one; what was read is kept for the quarantine.
+/// Content-Length when it has one. Its bytes are not kept: the quarantine
+/// records the rejection and its reason with an empty payload, so an
+/// oversized sender cannot fill the quarantine.
 async fn read_body(
     headers: &HeaderMap,
     body: Body,

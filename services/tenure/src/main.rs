@@ -70,6 +70,12 @@ enum Cmd {
         #[arg(long)]
         app: Option<String>,
     },
+    /// Ask the fanout to reconcile every known person in one app (or all
+    /// apps), e.g. after adding an app or changing its scope.
+    Reconcile {
+        #[arg(long)]
+        app: Option<String>,
+    },
     /// A person's audit timeline (by id, work e-mail or source person id).
     Timeline {
         person: String,
@@ -173,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Reconcile { app } => reconcile(&cfg, app.as_deref()).await,
         Cmd::Timeline { person, json } => {
             let pool = service_pool(&cfg, 2).await?;
             let p = tenure_api::queries::find_person(&pool, person)
@@ -332,8 +339,9 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
             }
             Service::Fanout => {
                 let bus = bus.context("bus")?;
-                // Each in-flight job holds one connection for its lease.
-                let size = (cfg.fanout.concurrency * cfg.apps.len().max(1) + 4) as u32;
+                // Each in-flight job holds one connection for its lease and
+                // briefly needs a second one for its reads and writes.
+                let size = (2 * cfg.fanout.concurrency * cfg.apps.len().max(1) + 4) as u32;
                 let pool = service_pool(&cfg, size).await?;
                 tasks.spawn(async move {
                     tenure_fanout::run(&cfg, pool, bus, token)
@@ -388,6 +396,62 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+async fn reconcile(cfg: &Config, app: Option<&str>) -> anyhow::Result<()> {
+    let apps: Vec<&str> = match app {
+        Some(name) => {
+            cfg.app(name)
+                .with_context(|| format!("no app named {name:?} in the configuration"))?;
+            vec![name]
+        }
+        None => cfg.apps.iter().map(|a| a.name.as_str()).collect(),
+    };
+    let pool = service_pool(cfg, 2).await?;
+    let bus = Bus::connect(
+        &cfg.nats.url,
+        Duration::from_secs(cfg.nats.duplicate_window_secs),
+    )
+    .await?;
+    let persons: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT person_id FROM persons ORDER BY person_id")
+            .fetch_all(&pool)
+            .await?;
+    let run = uuid::Uuid::new_v4();
+    let mut batch = Vec::new();
+    for app in &apps {
+        for person_id in &persons {
+            let job = tenure_bus::Job {
+                app: app.to_string(),
+                person_id: *person_id,
+                correlation_id: run,
+                causation_id: None,
+            };
+            batch.push((
+                tenure_bus::subjects::jobs(app, job.partition(cfg.engine.partitions)),
+                format!("reconcile:{run}:{app}:{person_id}"),
+                bytes::Bytes::from(serde_json::to_vec(&job)?),
+            ));
+        }
+    }
+    let mut failed = 0;
+    for chunk in batch.chunks(512) {
+        failed += bus
+            .publish_many(chunk.to_vec())
+            .await
+            .iter()
+            .filter(|r| r.is_err())
+            .count();
+    }
+    println!(
+        "reconcile {run}: {} jobs queued for {} app(s), {failed} failed",
+        batch.len() - failed,
+        apps.len()
+    );
+    if failed > 0 {
+        bail!("{failed} jobs could not be queued; run the command again");
+    }
+    Ok(())
 }
 
 async fn send(cfg: &Config, files: &[PathBuf], url: Option<&str>) -> anyhow::Result<()> {

@@ -57,13 +57,22 @@ pub struct Stored {
 }
 
 impl Bus {
-    /// Connects and makes sure Tenure's streams exist.
+    /// Connects and makes sure Tenure's streams exist. `url` may list
+    /// several servers of a cluster, separated by commas.
     pub async fn connect(url: &str, duplicate_window: Duration) -> Result<Self, BusError> {
+        let servers = url
+            .split(',')
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BusError::Connect {
+                url: url.to_string(),
+                detail: e.to_string(),
+            })?;
         let client = async_nats::ConnectOptions::new()
             .name("tenure")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|e| BusError::Connect {
                 url: url.to_string(),

@@ -101,3 +101,23 @@ async fn quarantine_keeps_payload_and_reason() -> anyhow::Result<()> {
     assert_eq!(bus.list_quarantine(1).await?.len(), 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_server_list_connects_to_any_live_member() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let dead = format!("nats://127.0.0.1:{}", tenure_testkit::free_port());
+    let bus = Bus::connect(&format!("{dead}, {}", nats.url()), Duration::from_secs(60)).await?;
+    let stored = bus
+        .publish(
+            &subjects::ingest("generic"),
+            "x-1",
+            &[],
+            Bytes::from_static(b"{}"),
+        )
+        .await?;
+    assert_eq!(stored.sequence, 1);
+    assert!(Bus::connect("not a url at all", Duration::from_secs(60))
+        .await
+        .is_err());
+    Ok(())
+}

@@ -242,10 +242,12 @@ impl Config {
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
             message: e.to_string(),
         })?;
+        // TOML has no null: `role = ""` is how a config says "no SET ROLE".
+        cfg.database.role = cfg.database.role.filter(|r| !r.is_empty());
         cfg.validate()?;
         Ok(cfg)
     }
@@ -334,6 +336,9 @@ mod tests {
         assert_eq!(cfg.apps.len(), 1);
         assert_eq!(cfg.apps[0].on_termination, TerminationPolicy::Delete);
         assert_eq!(cfg.ingest.max_clock_skew_secs, 300);
+        assert_eq!(cfg.database.role.as_deref(), Some("tenure_app"));
+        let no_role = Config::parse("[database]\nrole = \"\"\n", "test").expect("parses");
+        assert_eq!(no_role.database.role, None);
     }
 
     #[test]
@@ -352,5 +357,11 @@ mod tests {
         )
         .expect_err("bad attribute");
         assert!(e.to_string().contains("shoe_size"), "{e}");
+        let e = Config::parse(
+            "[[app]]\nname = \"a\"\nbase_url = \"http://x\"\nscope = { attribute = \"department\", value = \"Sales\" }\n",
+            "c.toml",
+        )
+        .expect_err("typo in scope");
+        assert!(e.to_string().contains("value"), "{e}");
     }
 }

@@ -20,7 +20,11 @@ impl SecretRef {
         };
         let value = value.trim().to_string();
         if value.is_empty() {
-            return Err(crate::ConfigError::Secret(format!("{self:?} is empty")));
+            let origin = match self {
+                SecretRef::Env { env } => format!("environment variable {env}"),
+                SecretRef::File { file } => format!("file {file}"),
+            };
+            return Err(crate::ConfigError::Secret(format!("{origin} is empty")));
         }
         Ok(Secret(value))
     }

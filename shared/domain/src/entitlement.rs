@@ -16,6 +16,7 @@ pub enum TerminationPolicy {
 
 /// A person is in scope when `attribute` equals one of `values` (exactly).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScopeFilter {
     pub attribute: String,
     pub values: Vec<String>,

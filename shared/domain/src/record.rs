@@ -148,6 +148,18 @@ fn clean(v: &Option<String>) -> Option<String> {
 impl SourceRecord {
     /// Parses and validates a JSON body. Errors name the field at fault.
     pub fn from_json(body: &[u8]) -> Result<Self, ParseError> {
+        // serde would also fill a struct from a JSON array by position,
+        // which no sender means.
+        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {}
+            Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
+                return Err(ParseError::Invalid(RecordError::new(
+                    ".",
+                    "the body must be one JSON object (a person record)",
+                )))
+            }
+            _ => {}
+        }
         let de = &mut serde_json::Deserializer::from_slice(body);
         let record: SourceRecord = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -185,6 +197,9 @@ impl SourceRecord {
                         name,
                         format!("longer than {MAX_TEXT} characters"),
                     ));
+                }
+                if v.chars().any(char::is_control) {
+                    return Err(RecordError::new(name, "contains control characters"));
                 }
             }
         }
@@ -345,6 +360,15 @@ mod tests {
             matches!(e, Err(ParseError::Invalid(ref r)) if r.message.contains("favourite_colour")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn only_a_json_object_is_a_record() {
+        let as_array = serde_json::json!(["E-1", "Ana", "Silva", null, "ana@example.com"]);
+        assert!(matches!(parse(as_array), Err(ParseError::Invalid(_))));
+        let mut v = valid();
+        v["title"] = "Boss\u{0007}".into();
+        assert_eq!(field_of(parse(v)), "title");
     }
 
     #[test]

@@ -1,0 +1,142 @@
+//! `just bench`: how long from a termination webhook until every app shows
+//! the account switched off (design budget: p99 under 1 s).
+//!
+//! The end of each measurement is the `recorded_at` of the account event
+//! that Tenure appends *after* the app acknowledged the change, so the
+//! figure slightly overstates the real latency, never understates it.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use tenure_e2e::{person, Stack};
+
+const HIRES: usize = 200;
+const SEQUENTIAL: usize = 100;
+const BURST: usize = 100;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn report(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+        ms.len(),
+        percentile(&ms, 50.0),
+        percentile(&ms, 90.0),
+        percentile(&ms, 99.0),
+        ms.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+/// Time at which both apps had switched the person off, from the timeline.
+async fn switched_off_at(stack: &Stack, source_id: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let t = stack
+        .api(&format!("/v1/persons/{source_id}/timeline"))
+        .await?;
+    let events = t["events"].as_array().cloned().unwrap_or_default();
+    let at = |kind: &str, app: &str| {
+        events
+            .iter()
+            .filter(|e| e["event_type"] == kind && e["metadata"]["app"] == app)
+            .filter_map(|e| e["recorded_at"].as_str()?.parse::<DateTime<Utc>>().ok())
+            .next_back()
+    };
+    Ok(
+        match (
+            at("AccountDeactivated", "wiki"),
+            at("AccountDeleted", "git"),
+        ) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        },
+    )
+}
+
+async fn wait_off(stack: &Stack, source_id: &str) -> anyhow::Result<DateTime<Utc>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(t) = switched_off_at(stack, source_id).await? {
+            return Ok(t);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{source_id} was not switched off within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn leaver(i: usize) -> Value {
+    let mut p = person(
+        &format!("E-{i}"),
+        "Lee",
+        &format!("Leaver{i}"),
+        "Engineering",
+        "terminated",
+        "2026-06-30T17:00:00Z",
+    );
+    p["end_date"] = "2026-06-30".into();
+    p
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // Production fanout defaults, so the figures are what an install gets.
+    let stack = Stack::start_with("").await.context("starting the stack")?;
+    eprintln!("hiring {HIRES} persons into two apps…");
+    let started = Instant::now();
+    for i in 0..HIRES {
+        let p = person(
+            &format!("E-{i}"),
+            "Lee",
+            &format!("Leaver{i}"),
+            "Engineering",
+            "active",
+            "2026-01-02T09:00:00Z",
+        );
+        stack.send(&p, &format!("hire-{i}")).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stack.scim_users(&stack.git_tenant).await?.len() < HIRES
+        || stack.scim_users(&stack.wiki_tenant).await?.len() < HIRES
+    {
+        anyhow::ensure!(Instant::now() < deadline, "hires did not converge");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let hire_secs = started.elapsed().as_secs_f64();
+    eprintln!("{HIRES} hires × 2 apps provisioned in {hire_secs:.2} s");
+
+    let mut sequential = Vec::new();
+    for i in 0..SEQUENTIAL {
+        let sent = Utc::now();
+        stack.send(&leaver(i), &format!("term-{i}")).await?;
+        let off = wait_off(&stack, &format!("E-{i}")).await?;
+        sequential.push((off - sent).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+    }
+
+    let mut sent_at = Vec::new();
+    for i in SEQUENTIAL..SEQUENTIAL + BURST {
+        sent_at.push((i, Utc::now()));
+        stack.send(&leaver(i), &format!("term-{i}")).await?;
+    }
+    let mut burst = Vec::new();
+    for (i, sent) in sent_at {
+        let off = wait_off(&stack, &format!("E-{i}")).await?;
+        burst.push((off - sent).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+    }
+
+    println!("\nTermination webhook → both apps switched off (ms), {HIRES} persons, apps: scim2-server ×2 tenants\n");
+    println!("| scenario | terminations | p50 | p90 | p99 | max |");
+    println!("|---|---|---|---|---|---|");
+    report("one at a time", sequential);
+    report(&format!("burst of {BURST} sent back to back"), burst);
+    println!("\nprovisioning: {HIRES} hires × 2 apps in {hire_secs:.2} s ({:.0} accounts/s, including webhook sending)", (2 * HIRES) as f64 / hire_secs);
+    Ok(())
+}
