@@ -353,15 +353,30 @@ impl AppWorker {
             }
             let mut current = remote;
             let mut collided = false;
+            let mut unknown_state = false;
             for op in &ops {
                 match self.call(audit, || self.client.execute(op)).await {
                     Ok(call) => {
                         let (kind, data) = describe(op, &call.value, current.as_ref());
                         audit.push(kind, data);
                         changed.push(kind);
-                        current = match op {
-                            Op::Delete { .. } => None,
-                            _ => call.value.or(current),
+                        current = match (op, call.value) {
+                            (Op::Delete { .. }, _) => None,
+                            (_, Some(returned)) => Some(returned),
+                            // 204 without a body: the new state follows from the ops.
+                            (Op::Patch { ops, .. }, None) => {
+                                match current
+                                    .as_ref()
+                                    .and_then(|r| tenure_scim::apply_patch(r, ops))
+                                {
+                                    Some(next) => Some(next),
+                                    None => {
+                                        unknown_state = true;
+                                        current
+                                    }
+                                }
+                            }
+                            (_, None) => current,
                         };
                     }
                     Err(e) if matches!(op, Op::Create(_)) && e.status() == Some(409) => {
@@ -375,10 +390,8 @@ impl AppWorker {
                 }
             }
             if !collided {
-                // PATCH may answer 204 without a body: re-read so the stored
-                // state is what the server holds, not what we hoped.
-                if let Some(r) = &current {
-                    if ops.iter().any(|o| matches!(o, Op::Patch { .. })) {
+                if unknown_state {
+                    if let Some(r) = &current {
                         if let Some(fresh) = self
                             .call(audit, || self.client.get_user(&r.id))
                             .await?

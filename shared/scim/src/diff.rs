@@ -103,6 +103,44 @@ pub const PATH_DEPARTMENT: &str =
 pub const PATH_EMPLOYEE_NUMBER: &str =
     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber";
 
+/// What `remote` looks like after the server applied `ops` (as made by
+/// [`diff`]). Servers may answer a PATCH with 204 and no body; this spares a
+/// read-back. `None` when an op is outside what `diff` produces, so the
+/// caller knows to read the resource instead of guessing.
+pub fn apply_patch(remote: &RemoteUser, ops: &[PatchOp]) -> Option<RemoteUser> {
+    let mut r = remote.clone();
+    for p in ops {
+        let text = match (p.op.as_str(), &p.value) {
+            ("remove", _) => None,
+            ("replace", Value::String(s)) => Some(s.clone()),
+            ("replace", Value::Bool(_) | Value::Array(_)) => None,
+            _ => return None,
+        };
+        match p.path.as_str() {
+            PATH_USER_NAME => r.user_name = text?,
+            PATH_EXTERNAL_ID => r.external_id = text,
+            PATH_GIVEN_NAME => r.given_name = text,
+            PATH_FAMILY_NAME => r.family_name = text,
+            PATH_DISPLAY_NAME => r.display_name = text,
+            PATH_TITLE => r.title = text,
+            PATH_DEPARTMENT => r.department = text,
+            PATH_EMPLOYEE_NUMBER => r.employee_number = text,
+            PATH_ACTIVE => r.active = p.value.as_bool()?,
+            PATH_EMAILS => {
+                r.email = p
+                    .value
+                    .get(0)
+                    .and_then(|e| e["value"].as_str())
+                    .map(str::to_owned)
+            }
+            _ => return None,
+        }
+    }
+    // The server assigned a new version; the old one must not be reused.
+    r.etag = None;
+    Some(r)
+}
+
 /// The operations that make `remote` match `desired`; empty when it already
 /// does. At most one operation is returned.
 pub fn diff(desired: &Desired, remote: Option<&RemoteUser>, caps: Capabilities) -> Vec<Op> {
@@ -297,32 +335,9 @@ mod tests {
                 None
             }
             Op::Patch { id, ops } => {
-                let mut r = remote.expect("patch of a missing account");
+                let r = remote.expect("patch of a missing account");
                 assert_eq!(&r.id, id);
-                for p in ops {
-                    let text = match (&*p.op, &p.value) {
-                        ("remove", _) => None,
-                        ("replace", Value::String(s)) => Some(s.clone()),
-                        ("replace", _) => None,
-                        (other, _) => panic!("unexpected op {other}"),
-                    };
-                    match p.path.as_str() {
-                        PATH_USER_NAME => r.user_name = text.expect("userName value"),
-                        PATH_EXTERNAL_ID => r.external_id = text,
-                        PATH_GIVEN_NAME => r.given_name = text,
-                        PATH_FAMILY_NAME => r.family_name = text,
-                        PATH_DISPLAY_NAME => r.display_name = text,
-                        PATH_TITLE => r.title = text,
-                        PATH_DEPARTMENT => r.department = text,
-                        PATH_EMPLOYEE_NUMBER => r.employee_number = text,
-                        PATH_ACTIVE => r.active = p.value.as_bool().expect("bool active"),
-                        PATH_EMAILS => {
-                            r.email = p.value[0]["value"].as_str().map(str::to_owned);
-                        }
-                        other => panic!("unexpected path {other}"),
-                    }
-                }
-                Some(r)
+                Some(apply_patch(&r, ops).expect("diff only makes ops apply_patch knows"))
             }
         }
     }

@@ -13,7 +13,7 @@ pub mod retry;
 pub mod user;
 
 pub use client::{Auth, Call, ScimClient};
-pub use diff::{diff, Capabilities, Desired, Op, PatchOp};
+pub use diff::{apply_patch, diff, Capabilities, Desired, Op, PatchOp};
 pub use error::{CallRecord, ScimError};
 pub use retry::{with_retry, RetryPolicy};
 pub use user::{RemoteUser, UserSpec};
