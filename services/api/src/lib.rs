@@ -47,6 +47,7 @@ pub fn router(pool: PgPool) -> Router {
         .route("/v1/persons/{key}", get(get_person))
         .route("/v1/persons/{key}/timeline", get(get_timeline))
         .route("/v1/accounts", get(list_accounts))
+        .route("/v1/schedules", get(list_schedules))
         .route("/v1/audit/verify", get(verify))
         .with_state(pool)
 }
@@ -108,6 +109,13 @@ async fn get_timeline(State(pool): State<PgPool>, Path(key): Path<String>) -> Re
 
 async fn list_accounts(State(pool): State<PgPool>, Query(q): Query<ListQuery>) -> Response {
     match queries::accounts(&pool, q.app.as_deref(), None).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => db_error(e),
+    }
+}
+
+async fn list_schedules(State(pool): State<PgPool>, Query(q): Query<ListQuery>) -> Response {
+    match queries::schedules(&pool, q.limit.unwrap_or(100).clamp(1, 1000)).await {
         Ok(rows) => Json(rows).into_response(),
         Err(e) => db_error(e),
     }

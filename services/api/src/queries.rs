@@ -153,3 +153,48 @@ pub fn timeline_line(e: &RecordedEvent) -> String {
         summary
     )
 }
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduleRow {
+    pub person_id: Uuid,
+    pub email: Option<String>,
+    pub kind: String,
+    pub app: Option<String>,
+    pub due_at: DateTime<Utc>,
+    pub time_zone: String,
+    /// The due instant on the person's local wall clock, with its offset.
+    pub due_local: String,
+}
+
+pub async fn schedules(pool: &PgPool, limit: i64) -> Result<Vec<ScheduleRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT s.person_id, p.attributes->>'email' AS email, s.kind, s.app, s.due_at, s.time_zone
+         FROM schedules s LEFT JOIN persons p ON p.person_id = s.person_id
+         ORDER BY s.due_at, s.person_id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let due_at: DateTime<Utc> = r.try_get("due_at")?;
+            let time_zone: String = r.try_get("time_zone")?;
+            let due_local = match time_zone.parse::<chrono_tz::Tz>() {
+                Ok(tz) => due_at
+                    .with_timezone(&tz)
+                    .format("%Y-%m-%d %H:%M:%S %Z")
+                    .to_string(),
+                Err(_) => due_at.to_rfc3339(),
+            };
+            Ok(ScheduleRow {
+                person_id: r.try_get("person_id")?,
+                email: r.try_get("email")?,
+                kind: r.try_get("kind")?,
+                app: r.try_get("app")?,
+                due_at,
+                time_zone,
+                due_local,
+            })
+        })
+        .collect()
+}

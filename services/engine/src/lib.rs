@@ -1,11 +1,15 @@
 //! The engine: consumes verified source records, runs the pure person
-//! lifecycle, and commits events, projections and outbox rows in one
-//! transaction. A relay then publishes the outbox to JetStream.
+//! lifecycle, and commits events, projections, schedules and outbox rows in
+//! one transaction. Beside the consumer run the outbox relay and the
+//! durable scheduler that fires future-dated transitions.
 
+pub mod clock;
 pub mod process;
 pub mod relay;
+pub mod scheduler;
 
-pub use process::{apply_envelope, Applied, EngineApps};
+pub use clock::{Clock, ManualClock};
+pub use process::{apply_envelope, Applied, Engine};
 
 use futures::StreamExt;
 use std::time::Duration;
@@ -15,16 +19,25 @@ use tenure_store::sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
-/// Consumes `tenure.ingest.>` until cancelled, with the relay running beside it.
+/// Consumes `tenure.ingest.>` until cancelled, with the relay and the
+/// scheduler running beside it.
 pub async fn run(
     cfg: &Config,
     pool: PgPool,
     bus: Bus,
     shutdown: CancellationToken,
+    clock: Clock,
 ) -> anyhow::Result<()> {
-    let apps = EngineApps::from_config(cfg)?;
-    let default_tz = cfg.engine.default_tz()?;
+    let engine = Engine::from_config(cfg)?;
     let relay = tokio::spawn(relay::run(pool.clone(), bus.clone(), shutdown.clone()));
+    let scheduler = tokio::spawn(scheduler::run(
+        pool.clone(),
+        engine.clone(),
+        scheduler::cron_tasks(cfg)?,
+        clock.clone(),
+        Duration::from_millis(cfg.engine.scheduler_poll_ms.max(10)),
+        shutdown.clone(),
+    ));
 
     let consumer = bus
         .durable_consumer(
@@ -62,7 +75,7 @@ pub async fn run(
             }
         };
         let span = tracing::info_span!("apply", source = %envelope.source, delivery_id = %envelope.delivery_id, correlation_id = %envelope.correlation_id, person = tracing::field::Empty);
-        let result = apply_with_retry(&pool, &apps, default_tz, &envelope)
+        let result = apply_with_retry(&pool, &engine, &clock, &envelope)
             .instrument(span)
             .await;
         match result {
@@ -83,6 +96,7 @@ pub async fn run(
     }
     shutdown.cancel();
     let _ = relay.await;
+    let _ = scheduler.await;
     Ok(())
 }
 
@@ -90,17 +104,15 @@ pub async fn run(
 /// concurrently: re-reading and deciding again is the correct response.
 async fn apply_with_retry(
     pool: &PgPool,
-    apps: &EngineApps,
-    default_tz: chrono_tz::Tz,
+    engine: &Engine,
+    clock: &Clock,
     envelope: &IngestEnvelope,
 ) -> Result<Applied, process::ProcessError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match apply_envelope(pool, apps, default_tz, envelope, chrono::Utc::now()).await {
-            Err(process::ProcessError::Store(tenure_store::StoreError::Conflict { .. }))
-                if attempt < 10 =>
-            {
+        match apply_envelope(pool, engine, envelope, clock.now()).await {
+            Err(e) if e.is_conflict() && attempt < 10 => {
                 tokio::time::sleep(Duration::from_millis(5 * attempt)).await;
             }
             other => return other,

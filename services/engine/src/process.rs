@@ -1,11 +1,14 @@
-//! Applying one source record: the imperative shell around `decide`/`evolve`.
+//! The imperative shell around `decide`/`evolve`: load a person, decide,
+//! and commit events, projections, schedules and outbox rows in the
+//! caller's transaction.
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
+use std::collections::HashMap;
 use tenure_bus::{subjects, IngestEnvelope, Job};
 use tenure_config::Config;
-use tenure_domain::{decide, evolve, AppPolicy, Command, Person, PersonEvent};
-use tenure_store::sqlx::{self, PgPool};
+use tenure_domain::person::{current_fact, view_at};
+use tenure_domain::{decide, evolve, wakeups, Command, Context, Entitlement, Person, PersonEvent};
+use tenure_store::sqlx::{self, PgConnection, PgPool};
 use tenure_store::{ExpectedVersion, Metadata, NewEvent, StoreError};
 use uuid::Uuid;
 
@@ -19,21 +22,28 @@ pub enum ProcessError {
     Corrupt(Uuid, String),
 }
 
-/// The app policies the engine needs to decide which apps to notify.
+impl ProcessError {
+    /// Another writer changed the person first; deciding again is correct.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, ProcessError::Store(StoreError::Conflict { .. }))
+    }
+}
+
+/// Everything decisions are made against: timing policy, app policies and
+/// the partitioning of job subjects.
 #[derive(Clone, Debug)]
-pub struct EngineApps {
-    pub apps: Vec<(String, AppPolicy)>,
+pub struct Engine {
+    pub ctx: Context,
     pub partitions: u32,
 }
 
-impl EngineApps {
+impl Engine {
     pub fn from_config(cfg: &Config) -> anyhow::Result<Self> {
         Ok(Self {
-            apps: cfg
-                .apps
-                .iter()
-                .map(|a| (a.name.clone(), a.policy()))
-                .collect(),
+            ctx: Context {
+                policy: cfg.engine.policy()?,
+                apps: cfg.apps.iter().map(|a| a.policy()).collect(),
+            },
             partitions: cfg.engine.partitions,
         })
     }
@@ -51,6 +61,8 @@ pub enum Applied {
 }
 
 pub const OUTBOX_CHANNEL: &str = "tenure_outbox";
+/// Advisory-lock namespace serialising work on one person across engines.
+const PERSON_LOCK: i32 = 0x7e_4e_02;
 
 /// Stable person id per (source, source person id): two engines seeing the
 /// first record of a person at once agree on the stream and one of them
@@ -66,10 +78,58 @@ pub fn person_stream(id: Uuid) -> String {
     format!("person-{id}")
 }
 
+/// The person's aggregate as stored, plus where each received record sits
+/// in the stream (so later decisions can name it as their cause).
+struct Loaded {
+    state: Person,
+    version: i64,
+    records: HashMap<String, (Uuid, Uuid)>,
+}
+
+async fn load(conn: &mut PgConnection, person_id: Uuid) -> Result<Loaded, ProcessError> {
+    let history = tenure_store::read_stream(&mut *conn, &person_stream(person_id)).await?;
+    let mut state = Person::default();
+    let mut records = HashMap::new();
+    for e in &history {
+        let event = PersonEvent::from_stored(&e.event_type, e.data.clone())
+            .map_err(|err| ProcessError::Corrupt(e.event_id, err.to_string()))?;
+        if let PersonEvent::SourceRecordReceived { delivery_id, .. } = &event {
+            records.insert(delivery_id.clone(), (e.event_id, e.metadata.correlation_id));
+        }
+        state = evolve(state, &event);
+    }
+    Ok(Loaded {
+        state,
+        version: history.last().map_or(0, |e| e.version),
+        records,
+    })
+}
+
+/// Serialises engines on one person for the rest of the transaction.
+pub async fn lock_person(conn: &mut PgConnection, person_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(PERSON_LOCK)
+        .bind(person_id.to_string())
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Like [`lock_person`] but gives up at once when another engine has it.
+pub async fn try_lock_person(
+    conn: &mut PgConnection,
+    person_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2))")
+        .bind(PERSON_LOCK)
+        .bind(person_id.to_string())
+        .fetch_one(conn)
+        .await
+}
+
 pub async fn apply_envelope(
     pool: &PgPool,
-    apps: &EngineApps,
-    default_tz: Tz,
+    engine: &Engine,
     env: &IngestEnvelope,
     now: DateTime<Utc>,
 ) -> Result<Applied, ProcessError> {
@@ -87,128 +147,302 @@ pub async fn apply_envelope(
         tracing::info!("delivery already processed");
         return Ok(Applied::AlreadyProcessed);
     }
-
-    let existing: Option<Uuid> = sqlx::query_scalar(
-        "SELECT person_id FROM persons WHERE source = $1 AND source_person_id = $2",
-    )
-    .bind(&env.source)
-    .bind(&env.record.person_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let person_id = existing.unwrap_or_else(|| person_id_for(&env.source, &env.record.person_id));
+    let person_id = person_id_for(&env.source, &env.record.person_id);
     tracing::Span::current().record("person", tracing::field::display(person_id));
-    let stream = person_stream(person_id);
-
-    let history = tenure_store::read_stream(&mut *tx, &stream).await?;
-    let version = history.last().map_or(0, |e| e.version);
-    let mut before = Person::default();
-    for e in &history {
-        let event = PersonEvent::from_stored(&e.event_type, e.data.clone())
-            .map_err(|err| ProcessError::Corrupt(e.event_id, err.to_string()))?;
-        before = evolve(before, &event);
-    }
-
+    lock_person(&mut tx, person_id).await?;
+    let loaded = load(&mut tx, person_id).await?;
     let decided = decide(
-        &before,
+        &loaded.state,
         &Command::ApplyRecord {
             source: env.source.clone(),
             delivery_id: env.delivery_id.clone(),
             record: env.record.clone(),
             now,
-            default_tz,
         },
+        &engine.ctx,
     );
-    let after = decided.iter().fold(before.clone(), evolve);
-
-    // The received record is the cause of every decision taken from it.
+    // The received record is the cause of every decision taken on arrival.
     let record_event_id = Uuid::new_v4();
-    let new_events: Vec<NewEvent> = decided
+    let metas: Vec<(Uuid, Metadata)> = decided
         .iter()
         .enumerate()
-        .map(|(i, e)| NewEvent {
-            event_id: if i == 0 {
+        .map(|(i, _)| {
+            let id = if i == 0 {
                 record_event_id
             } else {
                 Uuid::new_v4()
-            },
-            event_type: e.event_type().to_string(),
-            data: e.to_data(),
-            metadata: Metadata {
-                correlation_id: env.correlation_id,
-                causation_id: (i > 0).then_some(record_event_id),
-                person_id: Some(person_id),
-                app: None,
-                source: Some(env.source.clone()),
-                actor: "engine".into(),
-                effective_at: Some(env.record.effective_at),
-            },
+            };
+            (
+                id,
+                Metadata {
+                    correlation_id: env.correlation_id,
+                    causation_id: (i > 0).then_some(record_event_id),
+                    person_id: Some(person_id),
+                    app: None,
+                    source: Some(env.source.clone()),
+                    actor: "engine".into(),
+                    effective_at: Some(env.record.effective_at),
+                },
+            )
         })
         .collect();
-    let recorded = tenure_store::append(
-        &mut tx,
-        &stream,
-        ExpectedVersion::Exact(version),
-        &new_events,
-    )
-    .await?;
-    let new_version = recorded.last().map_or(version, |e| e.version);
-
-    if let Some(lifecycle) = after.lifecycle {
-        sqlx::query(
-            "INSERT INTO persons (person_id, source, source_person_id, status, attributes, version, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, now())
-             ON CONFLICT (person_id) DO UPDATE SET status = $4, attributes = $5, version = $6, updated_at = now()",
-        )
-        .bind(person_id)
-        .bind(&env.source)
-        .bind(&env.record.person_id)
-        .bind(lifecycle.as_str())
-        .bind(serde_json::to_value(&after.attributes).unwrap_or_default())
-        .bind(new_version)
-        .execute(&mut *tx)
-        .await?;
-    }
-
-    // Level-triggered jobs: only apps whose entitlement for this person
-    // changed are told to reconcile; the job itself carries no operations.
-    let decision = decided
-        .iter()
-        .zip(&recorded)
-        .rfind(|(e, _)| e.affects_apps())
-        .map(|(_, r)| r.event_id);
-    let mut jobs = Vec::new();
-    if let Some(cause) = decision {
-        for (app, policy) in &apps.apps {
-            if policy.entitlement(&before) == policy.entitlement(&after) {
-                continue;
-            }
-            let job = Job {
-                app: app.clone(),
-                person_id,
-                correlation_id: env.correlation_id,
-                causation_id: Some(cause),
-            };
-            sqlx::query("INSERT INTO outbox (msg_id, subject, payload) VALUES ($1, $2, $3)")
-                .bind(format!("job:{cause}:{app}"))
-                .bind(subjects::jobs(app, job.partition(apps.partitions)))
-                .bind(serde_json::to_value(&job).unwrap_or_default())
-                .execute(&mut *tx)
-                .await?;
-            jobs.push(app.clone());
-        }
-        if !jobs.is_empty() {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(OUTBOX_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
+    let (events, jobs) = persist(&mut tx, engine, person_id, &loaded, &decided, metas, now).await?;
     tx.commit().await?;
-    let events: Vec<String> = decided.iter().map(|e| e.event_type().to_string()).collect();
     tracing::info!(?events, ?jobs, "record applied");
     Ok(Applied::Recorded {
         person_id,
         events,
         jobs,
     })
+}
+
+/// Lets time pass for one person: fires whatever became due by `now`.
+/// Events are caused by, and correlated with, the record in force.
+pub async fn tick_person(
+    conn: &mut PgConnection,
+    engine: &Engine,
+    person_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, ProcessError> {
+    let loaded = load(&mut *conn, person_id).await?;
+    let decided = decide(&loaded.state, &Command::Tick { now }, &engine.ctx);
+    let cause = current_fact(&loaded.state.facts, now)
+        .and_then(|f| loaded.records.get(&f.delivery_id).copied());
+    let correlation = cause.map_or_else(Uuid::new_v4, |(_, c)| c);
+    let metas = decided
+        .iter()
+        .map(|_| {
+            (
+                Uuid::new_v4(),
+                Metadata {
+                    correlation_id: correlation,
+                    causation_id: cause.map(|(e, _)| e),
+                    person_id: Some(person_id),
+                    app: None,
+                    source: None,
+                    actor: "scheduler".into(),
+                    effective_at: Some(now),
+                },
+            )
+        })
+        .collect();
+    let (events, _) = persist(conn, engine, person_id, &loaded, &decided, metas, now).await?;
+    Ok(events)
+}
+
+/// Appends the decided events and brings projections, schedules and the
+/// outbox in line, all in the caller's transaction.
+async fn persist(
+    conn: &mut PgConnection,
+    engine: &Engine,
+    person_id: Uuid,
+    loaded: &Loaded,
+    decided: &[PersonEvent],
+    metas: Vec<(Uuid, Metadata)>,
+    now: DateTime<Utc>,
+) -> Result<(Vec<String>, Vec<String>), ProcessError> {
+    let stream = person_stream(person_id);
+    let new_events: Vec<NewEvent> = decided
+        .iter()
+        .zip(metas)
+        .map(|(e, (event_id, metadata))| NewEvent {
+            event_id,
+            event_type: e.event_type().to_string(),
+            data: e.to_data(),
+            metadata,
+        })
+        .collect();
+    let recorded = if new_events.is_empty() {
+        Vec::new()
+    } else {
+        tenure_store::append(
+            &mut *conn,
+            &stream,
+            ExpectedVersion::Exact(loaded.version),
+            &new_events,
+        )
+        .await?
+    };
+    let after = decided.iter().fold(loaded.state.clone(), evolve);
+    let new_version = recorded.last().map_or(loaded.version, |e| e.version);
+
+    if let (Some(lifecycle), Some(view)) = (
+        after.lifecycle,
+        view_at(&after.facts, now, &engine.ctx.policy),
+    ) {
+        let fact = current_fact(&after.facts, now);
+        sqlx::query(
+            "INSERT INTO persons (person_id, source, source_person_id, status, attributes, version, start_at, termination_at, time_zone, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
+             ON CONFLICT (person_id) DO UPDATE SET status = $4, attributes = $5, version = $6,
+                 start_at = $7, termination_at = $8, time_zone = $9, updated_at = now()",
+        )
+        .bind(person_id)
+        .bind(fact.map(|f| f.source.as_str()).unwrap_or(""))
+        .bind(fact.map(|f| f.record.person_id.as_str()).unwrap_or(""))
+        .bind(lifecycle.as_str())
+        .bind(serde_json::to_value(&after.attributes).unwrap_or_default())
+        .bind(new_version)
+        .bind(view.start_at)
+        .bind(view.termination_at)
+        .bind(time_zone_of(&after, engine))
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    // Jobs: an app hears about the person when its entitlement changed, or
+    // when attributes changed while the app holds an account.
+    let attributes_changed = after.attributes != loaded.state.attributes;
+    let attributes_cause = decided
+        .iter()
+        .zip(&recorded)
+        .rev()
+        .find(|(e, _)| carries_attributes(e))
+        .map(|(_, r)| r.event_id);
+    let mut jobs = Vec::new();
+    for app in &engine.ctx.apps {
+        let changed = decided.iter().zip(&recorded).rev().find(
+            |(e, _)| matches!(e, PersonEvent::EntitlementChanged { app: a, .. } if *a == app.name),
+        );
+        let cause = match changed {
+            Some((PersonEvent::EntitlementChanged { to, .. }, r)) => {
+                sqlx::query(
+                    "INSERT INTO entitlements (app, person_id, entitlement, updated_at) VALUES ($1, $2, $3, now())
+                     ON CONFLICT (app, person_id) DO UPDATE SET entitlement = $3, updated_at = now()",
+                )
+                .bind(&app.name)
+                .bind(person_id)
+                .bind(to.as_str())
+                .execute(&mut *conn)
+                .await?;
+                Some(r.event_id)
+            }
+            _ if attributes_changed && holds_account(after.entitlement(&app.name)) => {
+                attributes_cause
+            }
+            _ => None,
+        };
+        let Some(cause) = cause else { continue };
+        let correlation = recorded
+            .first()
+            .map_or_else(Uuid::new_v4, |r| r.metadata.correlation_id);
+        let job = Job {
+            app: app.name.clone(),
+            person_id,
+            correlation_id: correlation,
+            causation_id: Some(cause),
+        };
+        sqlx::query("INSERT INTO outbox (msg_id, subject, payload) VALUES ($1, $2, $3)")
+            .bind(format!("job:{cause}:{}", app.name))
+            .bind(subjects::jobs(&app.name, job.partition(engine.partitions)))
+            .bind(serde_json::to_value(&job).unwrap_or_default())
+            .execute(&mut *conn)
+            .await?;
+        jobs.push(app.name.clone());
+    }
+    if !jobs.is_empty() {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(OUTBOX_CHANNEL)
+            .execute(&mut *conn)
+            .await?;
+    }
+
+    replace_schedules(conn, engine, person_id, &after, now).await?;
+    Ok((
+        decided.iter().map(|e| e.event_type().to_string()).collect(),
+        jobs,
+    ))
+}
+
+fn carries_attributes(e: &PersonEvent) -> bool {
+    matches!(
+        e,
+        PersonEvent::AttributesChanged { .. }
+            | PersonEvent::PersonHired { .. }
+            | PersonEvent::PersonRehired { .. }
+            | PersonEvent::HireScheduled { .. }
+            | PersonEvent::LeaveStarted { .. }
+            | PersonEvent::LeaveEnded { .. }
+            | PersonEvent::PersonTerminated { .. }
+            | PersonEvent::HireRescinded { .. }
+    )
+}
+
+fn holds_account(e: Entitlement) -> bool {
+    matches!(
+        e,
+        Entitlement::Active | Entitlement::PreProvisioned | Entitlement::Suspended
+    )
+}
+
+fn time_zone_of(person: &Person, engine: &Engine) -> String {
+    person
+        .attributes
+        .time_zone
+        .clone()
+        .unwrap_or_else(|| engine.ctx.policy.default_tz.name().to_string())
+}
+
+pub const SCHEDULE_CHANNEL: &str = "tenure_schedules";
+
+/// Rewrites the person's pending wakeups. Rows another engine holds are
+/// skipped instead of waited for (that engine rewrites them itself), so two
+/// engines can never deadlock on one person's schedules.
+async fn replace_schedules(
+    conn: &mut PgConnection,
+    engine: &Engine,
+    person_id: Uuid,
+    person: &Person,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let due = wakeups(person, &engine.ctx, now);
+    let ids: Vec<Uuid> = due
+        .iter()
+        .map(|w| {
+            Uuid::new_v5(
+                &person_id,
+                format!(
+                    "{}|{}|{}",
+                    w.kind,
+                    w.app.as_deref().unwrap_or(""),
+                    w.at.timestamp_micros()
+                )
+                .as_bytes(),
+            )
+        })
+        .collect();
+    sqlx::query(
+        "DELETE FROM schedules WHERE schedule_id IN (
+             SELECT schedule_id FROM schedules WHERE person_id = $1 AND NOT (schedule_id = ANY($2))
+             FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(person_id)
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?;
+    if due.is_empty() {
+        return Ok(());
+    }
+    let tz = time_zone_of(person, engine);
+    let kinds: Vec<String> = due.iter().map(|w| w.kind.clone()).collect();
+    let apps: Vec<Option<String>> = due.iter().map(|w| w.app.clone()).collect();
+    let ats: Vec<DateTime<Utc>> = due.iter().map(|w| w.at).collect();
+    sqlx::query(
+        "INSERT INTO schedules (schedule_id, person_id, kind, app, due_at, time_zone)
+         SELECT id, $2, kind, app, due_at, $6 FROM UNNEST($1::uuid[], $3::text[], $4::text[], $5::timestamptz[]) AS t(id, kind, app, due_at)
+         ON CONFLICT (schedule_id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(person_id)
+    .bind(&kinds)
+    .bind(&apps)
+    .bind(&ats)
+    .bind(&tz)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(SCHEDULE_CHANNEL)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

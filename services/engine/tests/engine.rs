@@ -3,8 +3,8 @@
 use chrono::{TimeZone, Utc};
 use std::time::Duration;
 use tenure_bus::{Bus, IngestEnvelope, JOBS_STREAM};
-use tenure_domain::{AppPolicy, ScopeFilter, SourceRecord, TerminationPolicy};
-use tenure_engine::{apply_envelope, relay, Applied, EngineApps};
+use tenure_domain::{AppPolicy, Context, Policy, ScopeFilter, SourceRecord, TerminationPolicy};
+use tenure_engine::{apply_envelope, relay, Applied, Engine};
 use tenure_store::sqlx::PgPool;
 use tenure_testkit::{NatsServer, TestDb};
 use uuid::Uuid;
@@ -18,27 +18,18 @@ async fn db() -> anyhow::Result<(TestDb, PgPool)> {
     Ok((db, pool))
 }
 
-fn apps() -> EngineApps {
-    EngineApps {
-        apps: vec![
-            (
-                "wiki".into(),
-                AppPolicy {
-                    scope: None,
-                    on_termination: TerminationPolicy::Deactivate,
-                },
-            ),
-            (
-                "git".into(),
-                AppPolicy {
-                    scope: Some(ScopeFilter {
-                        attribute: "department".into(),
-                        values: vec!["Engineering".into()],
-                    }),
-                    on_termination: TerminationPolicy::Delete,
-                },
-            ),
-        ],
+fn apps() -> Engine {
+    let mut git = AppPolicy::new("git");
+    git.scope = Some(ScopeFilter {
+        attribute: "department".into(),
+        values: vec!["Engineering".into()],
+    });
+    git.on_termination = TerminationPolicy::Delete;
+    Engine {
+        ctx: Context {
+            policy: Policy::default(),
+            apps: vec![AppPolicy::new("wiki"), git],
+        },
         partitions: 4,
     }
 }
@@ -68,7 +59,7 @@ fn now() -> chrono::DateTime<Utc> {
 async fn records_become_events_projection_and_jobs_in_one_transaction() -> anyhow::Result<()> {
     let (_db, pool) = db().await?;
     let hire = envelope("d-1", "active", "Engineering", 9)?;
-    let applied = apply_envelope(&pool, &apps(), chrono_tz::UTC, &hire, now()).await?;
+    let applied = apply_envelope(&pool, &apps(), &hire, now()).await?;
     let Applied::Recorded {
         person_id,
         events,
@@ -77,7 +68,15 @@ async fn records_become_events_projection_and_jobs_in_one_transaction() -> anyho
     else {
         panic!("expected a recording")
     };
-    assert_eq!(events, ["SourceRecordReceived", "PersonHired"]);
+    assert_eq!(
+        events,
+        [
+            "SourceRecordReceived",
+            "PersonHired",
+            "EntitlementChanged",
+            "EntitlementChanged"
+        ]
+    );
     assert_eq!(jobs, ["wiki", "git"]);
 
     let status: String =
@@ -93,11 +92,11 @@ async fn records_become_events_projection_and_jobs_in_one_transaction() -> anyho
 
     // The same delivery again (JetStream redelivery) adds nothing.
     assert_eq!(
-        apply_envelope(&pool, &apps(), chrono_tz::UTC, &hire, now()).await?,
+        apply_envelope(&pool, &apps(), &hire, now()).await?,
         Applied::AlreadyProcessed
     );
     let stream = tenure_store::read_stream(&pool, &format!("person-{person_id}")).await?;
-    assert_eq!(stream.len(), 2);
+    assert_eq!(stream.len(), 4);
     assert_eq!(
         stream[1].metadata.causation_id,
         Some(stream[0].event_id),
@@ -108,17 +107,24 @@ async fn records_become_events_projection_and_jobs_in_one_transaction() -> anyho
     // A move changes the wiki account's department and takes the person out of git's scope.
     let moved = envelope("d-2", "active", "Sales", 10)?;
     let Applied::Recorded { events, jobs, .. } =
-        apply_envelope(&pool, &apps(), chrono_tz::UTC, &moved, now()).await?
+        apply_envelope(&pool, &apps(), &moved, now()).await?
     else {
         panic!("expected a recording")
     };
-    assert_eq!(events, ["SourceRecordReceived", "AttributesChanged"]);
+    assert_eq!(
+        events,
+        [
+            "SourceRecordReceived",
+            "AttributesChanged",
+            "EntitlementChanged"
+        ]
+    );
     assert_eq!(jobs, ["wiki", "git"]);
 
     // A record that changes nothing for anyone sends no jobs.
     let same = envelope("d-3", "active", "Sales", 11)?;
     let Applied::Recorded { events, jobs, .. } =
-        apply_envelope(&pool, &apps(), chrono_tz::UTC, &same, now()).await?
+        apply_envelope(&pool, &apps(), &same, now()).await?
     else {
         panic!("expected a recording")
     };
@@ -135,8 +141,8 @@ async fn concurrent_engines_on_one_person_serialise_through_version_conflicts() 
     let b = envelope("d-b", "active", "Sales", 10)?;
     let apps = apps();
     let (ra, rb) = tokio::join!(
-        apply_envelope(&pool, &apps, chrono_tz::UTC, &a, now()),
-        apply_envelope(&pool, &apps, chrono_tz::UTC, &b, now())
+        apply_envelope(&pool, &apps, &a, now()),
+        apply_envelope(&pool, &apps, &b, now())
     );
     let conflicts = [&ra, &rb]
         .iter()
@@ -153,7 +159,7 @@ async fn concurrent_engines_on_one_person_serialise_through_version_conflicts() 
     // The loser retries, as the consumer loop does, and both records end up in one stream.
     for (r, env) in [(ra, &a), (rb, &b)] {
         if r.is_err() {
-            apply_envelope(&pool, &apps, chrono_tz::UTC, env, now()).await?;
+            apply_envelope(&pool, &apps, env, now()).await?;
         }
     }
     let n: i64 = tenure_store::sqlx::query_scalar("SELECT count(DISTINCT stream_id) FROM events")
@@ -177,7 +183,6 @@ async fn relay_publishes_outbox_with_message_ids_and_empties_it() -> anyhow::Res
     apply_envelope(
         &pool,
         &apps(),
-        chrono_tz::UTC,
         &envelope("d-1", "active", "Engineering", 9)?,
         now(),
     )

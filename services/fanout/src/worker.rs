@@ -6,7 +6,7 @@ use crate::mapping;
 use serde_json::json;
 use tenure_bus::Job;
 use tenure_config::AppConfig;
-use tenure_domain::{Attributes, Lifecycle, Person};
+use tenure_domain::{Attributes, Entitlement};
 use tenure_scim::{
     diff, with_retry, CallRecord, Capabilities, Desired, Op, RemoteUser, RetryPolicy, ScimClient,
     ScimError,
@@ -119,27 +119,26 @@ impl AppWorker {
     }
 
     async fn reconcile_leased(&self, job: &Job) -> Result<Outcome, WorkerError> {
-        let row = sqlx::query("SELECT status, attributes FROM persons WHERE person_id = $1")
-            .bind(job.person_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT p.attributes, e.entitlement FROM persons p
+             LEFT JOIN entitlements e ON e.app = $2 AND e.person_id = p.person_id
+             WHERE p.person_id = $1",
+        )
+        .bind(job.person_id)
+        .bind(&self.app.name)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else {
             return Ok(Outcome::UnknownPerson);
         };
-        let status: String = row.try_get("status")?;
         let attributes: Attributes =
             serde_json::from_value(row.try_get("attributes")?).unwrap_or_default();
-        let lifecycle = match status.as_str() {
-            "active" => Lifecycle::Active,
-            "pre_hire" => Lifecycle::PreHire,
-            _ => Lifecycle::Terminated,
-        };
-        let person = Person {
-            lifecycle: Some(lifecycle),
-            attributes,
-            ..Person::default()
-        };
-        let desired = mapping::desired(&self.app, job.person_id, &person);
+        let entitlement = row
+            .try_get::<Option<String>, _>("entitlement")?
+            .as_deref()
+            .and_then(Entitlement::parse)
+            .unwrap_or_default();
+        let desired = mapping::desired(&self.app, job.person_id, &attributes, entitlement);
         let stream = account_stream(&self.app.name, job.person_id);
         let mut conn = self.pool.acquire().await?;
         let version = tenure_store::stream_version(&mut conn, &stream).await?;
@@ -165,7 +164,7 @@ impl AppWorker {
             app: &self.app.name,
             events: Vec::new(),
         };
-        let user_name = mapping::user_name(&self.app, &person.attributes);
+        let user_name = mapping::user_name(&self.app, &attributes);
         let result = self
             .converge(job, &desired, &known, &user_name, &mut audit)
             .await;

@@ -82,6 +82,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Durable schedules: future transitions the engine will fire.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCmd,
+    },
     /// Audit commands.
     Audit {
         #[command(subcommand)]
@@ -91,6 +96,15 @@ enum Cmd {
     Quarantine {
         #[command(subcommand)]
         command: QuarantineCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScheduleCmd {
+    /// Pending transitions, soonest first: person, what, due in UTC and local time.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
     },
 }
 
@@ -175,6 +189,28 @@ async fn main() -> anyhow::Result<()> {
                     a.active.map_or("?".into(), |b| b.to_string()),
                     a.remote_id.unwrap_or_default(),
                     a.person_id
+                );
+            }
+            Ok(())
+        }
+        Cmd::Schedule {
+            command: ScheduleCmd::List { limit },
+        } => {
+            let pool = service_pool(&cfg, 2).await?;
+            let rows = tenure_api::queries::schedules(&pool, *limit).await?;
+            println!(
+                "{:<36}  {:<28} {:<16} {:<8} {:<20} local",
+                "person", "e-mail", "transition", "app", "due (UTC)"
+            );
+            for r in rows {
+                println!(
+                    "{:<36}  {:<28} {:<16} {:<8} {:<20} {}",
+                    r.person_id,
+                    r.email.unwrap_or_default(),
+                    r.kind,
+                    r.app.unwrap_or_else(|| "-".into()),
+                    r.due_at.format("%Y-%m-%d %H:%M:%S"),
+                    r.due_local
                 );
             }
             Ok(())
@@ -332,7 +368,7 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
                 let bus = bus.context("bus")?;
                 let pool = service_pool(&cfg, cfg.database.max_connections).await?;
                 tasks.spawn(async move {
-                    tenure_engine::run(&cfg, pool, bus, token)
+                    tenure_engine::run(&cfg, pool, bus, token, tenure_engine::Clock::system())
                         .await
                         .context("engine")
                 });

@@ -10,7 +10,7 @@ pub use secret::{Secret, SecretRef};
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
-use tenure_domain::{AppPolicy, ScopeFilter, TerminationPolicy};
+use tenure_domain::{AppPolicy, LeavePolicy, Policy, PurgeAction, ScopeFilter, TerminationPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -125,20 +125,40 @@ impl Default for GenericSourceConfig {
 pub struct EngineConfig {
     /// IANA zone used for persons whose record names none.
     pub default_time_zone: String,
+    /// Local hour at which a start date (or an `effective_date`) begins.
+    pub day_start_hour: u32,
+    /// Days after termination at which a person counts as purged.
+    pub purge_after_days: Option<u32>,
+    /// Days before a known last day at which `ContractExpiryWarning` is recorded.
+    pub expiry_warning_days: Option<u32>,
     pub consumer_name: String,
     /// Job subjects per app: tenure.jobs.<app>.<0..partitions>.
     pub partitions: u32,
+    /// Longest sleep of the scheduler between looks at due schedules; it
+    /// otherwise sleeps exactly until the next due instant.
+    pub scheduler_poll_ms: u64,
+    /// Cron expression (seconds first, as the `cron` crate reads it) of the
+    /// expiry sweep, which re-evaluates persons whose last day is near.
+    pub expiry_sweep_cron: String,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             default_time_zone: "UTC".into(),
+            day_start_hour: 0,
+            purge_after_days: None,
+            expiry_warning_days: Some(14),
             consumer_name: "engine".into(),
             partitions: 8,
+            scheduler_poll_ms: 1000,
+            expiry_sweep_cron: HOURLY.into(),
         }
     }
 }
+
+/// Every hour on the hour.
+pub const HOURLY: &str = "0 0 * * * *";
 
 impl EngineConfig {
     pub fn default_tz(&self) -> Result<chrono_tz::Tz, ConfigError> {
@@ -220,14 +240,36 @@ pub struct AppConfig {
     #[serde(default)]
     pub on_termination: TerminationPolicy,
     #[serde(default)]
+    pub on_leave: LeavePolicy,
+    /// Create accounts (inactive) this many days before the start date.
+    #[serde(default)]
+    pub pre_provision_days: u32,
+    /// Days after termination before the account is purged; never if unset.
+    #[serde(default)]
+    pub purge_after_days: Option<u32>,
+    #[serde(default)]
+    pub purge_action: PurgeAction,
+    #[serde(default)]
     pub user_name: UserNameFrom,
+    /// Cron expression of this app's periodic full reconcile.
+    #[serde(default = "hourly")]
+    pub reconcile_cron: String,
+}
+
+fn hourly() -> String {
+    HOURLY.into()
 }
 
 impl AppConfig {
     pub fn policy(&self) -> AppPolicy {
         AppPolicy {
+            name: self.name.clone(),
             scope: self.scope.clone(),
             on_termination: self.on_termination,
+            on_leave: self.on_leave,
+            pre_provision_days: self.pre_provision_days,
+            purge_after_days: self.purge_after_days,
+            purge_action: self.purge_action,
         }
     }
 }
@@ -254,6 +296,12 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.engine.default_tz()?;
+        if self.engine.day_start_hour > 23 {
+            return Err(ConfigError::Invalid(
+                "engine.day_start_hour must be 0-23".into(),
+            ));
+        }
+        check_cron("engine.expiry_sweep_cron", &self.engine.expiry_sweep_cron)?;
         if self.engine.partitions == 0 {
             return Err(ConfigError::Invalid(
                 "engine.partitions must be at least 1".into(),
@@ -285,6 +333,10 @@ impl Config {
                     app.name
                 )));
             }
+            check_cron(
+                &format!("app {:?}: reconcile_cron", app.name),
+                &app.reconcile_cron,
+            )?;
             if let Some(f) = &app.scope {
                 if !tenure_domain::Attributes::NAMES.contains(&f.attribute.as_str()) {
                     return Err(ConfigError::Invalid(format!(
@@ -301,6 +353,25 @@ impl Config {
 
     pub fn app(&self, name: &str) -> Option<&AppConfig> {
         self.apps.iter().find(|a| a.name == name)
+    }
+}
+
+fn check_cron(what: &str, expr: &str) -> Result<(), ConfigError> {
+    expr.parse::<cron::Schedule>().map(|_| ()).map_err(|e| {
+        ConfigError::Invalid(format!(
+            "{what}: {expr:?} is not a cron expression (sec min hour day month weekday): {e}"
+        ))
+    })
+}
+
+impl EngineConfig {
+    pub fn policy(&self) -> Result<Policy, ConfigError> {
+        Ok(Policy {
+            default_tz: self.default_tz()?,
+            day_start_hour: self.day_start_hour,
+            purge_after_days: self.purge_after_days,
+            expiry_warning_days: self.expiry_warning_days,
+        })
     }
 }
 

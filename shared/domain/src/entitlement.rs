@@ -1,7 +1,10 @@
-//! Which persons an app gets, and what happens when they stop getting it.
+//! What each app should hold for a person, as a function of the person's
+//! view and the time: per-app scope, pre-provisioning, leave, termination
+//! and purge policies.
 
-use crate::person::{Lifecycle, Person};
+use crate::person::{Lifecycle, View};
 use crate::record::Attributes;
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -14,6 +17,25 @@ pub enum TerminationPolicy {
     Delete,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LeavePolicy {
+    /// Deactivate the account for the duration of the leave.
+    #[default]
+    Suspend,
+    /// Leave the account active.
+    Keep,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PurgeAction {
+    #[default]
+    Delete,
+    /// Keep an inactive account with personal data replaced.
+    Anonymise,
+}
+
 /// A person is in scope when `attribute` equals one of `values` (exactly).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,20 +46,78 @@ pub struct ScopeFilter {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppPolicy {
+    pub name: String,
     pub scope: Option<ScopeFilter>,
     pub on_termination: TerminationPolicy,
+    pub on_leave: LeavePolicy,
+    /// Create the account (inactive) this many days before the start date.
+    pub pre_provision_days: u32,
+    /// Days after termination before the account is purged; never if unset.
+    pub purge_after_days: Option<u32>,
+    pub purge_action: PurgeAction,
 }
 
-// One value exists per decision and is matched on at once; boxing the
-// attributes would only add an allocation.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl AppPolicy {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            scope: None,
+            on_termination: TerminationPolicy::default(),
+            on_leave: LeavePolicy::default(),
+            pre_provision_days: 0,
+            purge_after_days: None,
+            purge_action: PurgeAction::default(),
+        }
+    }
+}
+
+/// What one app should hold for one person right now.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Entitlement {
-    /// The person should have an active account with these attributes.
-    Active(Attributes),
-    /// The person should not have a usable account; an existing one is
-    /// handled per the policy, and none is ever created.
-    Revoked(TerminationPolicy),
+    /// No account is wanted; one that exists is left inactive.
+    #[default]
+    NoAccount,
+    /// Created ahead of the start date, inactive until then.
+    PreProvisioned,
+    Active,
+    /// On leave under a suspending policy: inactive, kept.
+    Suspended,
+    /// Terminated or out of scope: handled by the termination policy.
+    Revoked,
+    /// The grace period after termination has ended: deleted or anonymised.
+    Purged,
+    /// The hire was rescinded: no trace may remain.
+    Removed,
+}
+
+impl Entitlement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Entitlement::NoAccount => "no_account",
+            Entitlement::PreProvisioned => "pre_provisioned",
+            Entitlement::Active => "active",
+            Entitlement::Suspended => "suspended",
+            Entitlement::Revoked => "revoked",
+            Entitlement::Purged => "purged",
+            Entitlement::Removed => "removed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "no_account" => Entitlement::NoAccount,
+            "pre_provisioned" => Entitlement::PreProvisioned,
+            "active" => Entitlement::Active,
+            "suspended" => Entitlement::Suspended,
+            "revoked" => Entitlement::Revoked,
+            "purged" => Entitlement::Purged,
+            "removed" => Entitlement::Removed,
+            _ => return None,
+        })
+    }
 }
 
 impl AppPolicy {
@@ -50,17 +130,36 @@ impl AppPolicy {
         }
     }
 
-    pub fn entitlement(&self, person: &Person) -> Entitlement {
-        match person.lifecycle {
-            Some(Lifecycle::Active) if self.in_scope(&person.attributes) => {
-                Entitlement::Active(person.attributes.clone())
+    pub fn entitlement(&self, view: &View, now: DateTime<Utc>) -> Entitlement {
+        let in_scope = self.in_scope(&view.attributes);
+        match view.lifecycle {
+            Lifecycle::PreHire => match view.start_at {
+                Some(start)
+                    if in_scope
+                        && self.pre_provision_days > 0
+                        && now >= start - Duration::days(i64::from(self.pre_provision_days)) =>
+                {
+                    Entitlement::PreProvisioned
+                }
+                _ => Entitlement::NoAccount,
+            },
+            Lifecycle::Active if in_scope => Entitlement::Active,
+            Lifecycle::OnLeave if in_scope => match self.on_leave {
+                LeavePolicy::Keep => Entitlement::Active,
+                LeavePolicy::Suspend => Entitlement::Suspended,
+            },
+            Lifecycle::Active | Lifecycle::OnLeave => Entitlement::Revoked,
+            Lifecycle::Terminated | Lifecycle::Purged => {
+                let purge_at = view
+                    .termination_at
+                    .zip(self.purge_after_days)
+                    .map(|(t, d)| t + Duration::days(i64::from(d)));
+                match purge_at {
+                    Some(p) if now >= p => Entitlement::Purged,
+                    _ => Entitlement::Revoked,
+                }
             }
-            Some(Lifecycle::Active) | Some(Lifecycle::Terminated) => {
-                Entitlement::Revoked(self.on_termination)
-            }
-            // Not started yet: an account left from an earlier employment is
-            // switched off, never deleted, because the person is coming back.
-            Some(Lifecycle::PreHire) | None => Entitlement::Revoked(TerminationPolicy::Deactivate),
+            Lifecycle::Cancelled => Entitlement::Removed,
         }
     }
 }
@@ -69,41 +168,51 @@ impl AppPolicy {
 mod tests {
     use super::*;
 
-    fn person(l: Lifecycle, dept: &str) -> Person {
-        Person {
-            lifecycle: Some(l),
+    fn view(l: Lifecycle, dept: &str) -> View {
+        View {
+            lifecycle: l,
+            since: DateTime::<Utc>::MIN_UTC,
             attributes: Attributes {
                 department: Some(dept.into()),
                 ..Attributes::default()
             },
-            ..Person::default()
+            start_at: None,
+            end_at: None,
+            termination_at: None,
         }
     }
 
     #[test]
     fn scope_and_policy() {
-        let app = AppPolicy {
-            scope: Some(ScopeFilter {
-                attribute: "department".into(),
-                values: vec!["Engineering".into()],
-            }),
-            on_termination: TerminationPolicy::Delete,
-        };
-        assert!(matches!(
-            app.entitlement(&person(Lifecycle::Active, "Engineering")),
-            Entitlement::Active(_)
-        ));
+        let mut app = AppPolicy::new("git");
+        app.scope = Some(ScopeFilter {
+            attribute: "department".into(),
+            values: vec!["Engineering".into()],
+        });
+        let now = Utc::now();
         assert_eq!(
-            app.entitlement(&person(Lifecycle::Active, "Sales")),
-            Entitlement::Revoked(TerminationPolicy::Delete)
+            app.entitlement(&view(Lifecycle::Active, "Engineering"), now),
+            Entitlement::Active
         );
         assert_eq!(
-            app.entitlement(&person(Lifecycle::Terminated, "Engineering")),
-            Entitlement::Revoked(TerminationPolicy::Delete)
+            app.entitlement(&view(Lifecycle::Active, "Sales"), now),
+            Entitlement::Revoked
         );
         assert_eq!(
-            app.entitlement(&person(Lifecycle::PreHire, "Engineering")),
-            Entitlement::Revoked(TerminationPolicy::Deactivate)
+            app.entitlement(&view(Lifecycle::Terminated, "Engineering"), now),
+            Entitlement::Revoked
+        );
+        assert_eq!(
+            app.entitlement(&view(Lifecycle::PreHire, "Engineering"), now),
+            Entitlement::NoAccount
+        );
+        assert_eq!(
+            app.entitlement(&view(Lifecycle::Cancelled, "Engineering"), now),
+            Entitlement::Removed
+        );
+        assert_eq!(
+            app.entitlement(&view(Lifecycle::OnLeave, "Engineering"), now),
+            Entitlement::Suspended
         );
     }
 }

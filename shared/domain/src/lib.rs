@@ -1,11 +1,17 @@
-//! The pure core of Tenure: HR records, the person lifecycle and what each app
-//! should hold for a person. Nothing in here does I/O, so every decision can be
-//! tested (and property-tested) without a database or a broker.
+//! The pure core of Tenure: HR records, the person lifecycle, timing rules
+//! and what each app should hold for a person. Nothing in here does I/O, so
+//! every decision can be tested (and property-tested) without a database or
+//! a broker.
 
 pub mod entitlement;
 pub mod person;
 pub mod record;
+pub mod timing;
 
-pub use entitlement::{AppPolicy, Entitlement, ScopeFilter, TerminationPolicy};
-pub use person::{decide, evolve, Command, Lifecycle, Person, PersonEvent};
+pub use entitlement::{
+    AppPolicy, Entitlement, LeavePolicy, PurgeAction, ScopeFilter, TerminationPolicy,
+};
+pub use person::{
+    decide, evolve, wakeups, Command, Context, Lifecycle, Person, PersonEvent, Policy, View, Wakeup,
+};
 pub use record::{Attributes, EmploymentStatus, RecordError, SourceRecord};

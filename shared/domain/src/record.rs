@@ -12,7 +12,12 @@ const MAX_TEXT: usize = 256;
 #[serde(rename_all = "snake_case")]
 pub enum EmploymentStatus {
     Active,
+    /// Employed but away (parental leave, sabbatical); apps decide per
+    /// policy whether access stays.
+    OnLeave,
     Terminated,
+    /// A hire that will not happen after all: no trace may remain downstream.
+    Rescinded,
 }
 
 /// One fact about one person as a source states it at `effective_at`.
@@ -43,6 +48,20 @@ pub struct SourceRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_date: Option<NaiveDate>,
     pub effective_at: DateTime<Utc>,
+    /// The local date from which this record's facts hold (a future move,
+    /// leave or return). Without it they hold from `effective_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_date: Option<NaiveDate>,
+    /// The source's own ordering of records with the same effective time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    /// Cut access at once, whatever `end_date` says (urgent termination).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub revoke_immediately: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]

@@ -1,0 +1,289 @@
+//! The durable scheduler: fires due person wakeups, and runs periodic tasks
+//! (full reconcile per app, expiry sweep) on cron expressions. Any number of
+//! engine instances may run it; rows are claimed with `FOR UPDATE SKIP
+//! LOCKED` and each person is taken under an advisory lock, so a due
+//! transition fires exactly once.
+
+use crate::clock::Clock;
+use crate::process::{self, Engine, ProcessError};
+use chrono::{DateTime, Utc};
+use std::str::FromStr;
+use std::time::Duration;
+use tenure_bus::{subjects, Job};
+use tenure_config::Config;
+use tenure_store::sqlx::{self, postgres::PgListener, PgPool, Row};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+use uuid::Uuid;
+
+/// Persons fired per transaction: large enough to amortise the commit,
+/// small enough that one slow person does not hold many locks for long.
+const BATCH: i64 = 64;
+
+/// One periodic task with its cron schedule.
+#[derive(Clone, Debug)]
+pub struct CronTask {
+    pub name: String,
+    pub schedule: cron::Schedule,
+    pub action: CronAction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CronAction {
+    /// Queue a reconcile job for every known person in one app.
+    Reconcile { app: String },
+    /// Re-evaluate every person whose last day is within the warning window.
+    ExpirySweep,
+}
+
+pub fn cron_tasks(cfg: &Config) -> anyhow::Result<Vec<CronTask>> {
+    let mut tasks = vec![CronTask {
+        name: "expiry_sweep".into(),
+        schedule: cron::Schedule::from_str(&cfg.engine.expiry_sweep_cron)?,
+        action: CronAction::ExpirySweep,
+    }];
+    for app in &cfg.apps {
+        tasks.push(CronTask {
+            name: format!("reconcile:{}", app.name),
+            schedule: cron::Schedule::from_str(&app.reconcile_cron)?,
+            action: CronAction::Reconcile {
+                app: app.name.clone(),
+            },
+        });
+    }
+    Ok(tasks)
+}
+
+/// Fires every schedule due at `now`, oldest first. Returns the persons
+/// ticked.
+pub async fn fire_due(
+    pool: &PgPool,
+    engine: &Engine,
+    now: DateTime<Utc>,
+) -> Result<usize, ProcessError> {
+    let mut fired = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT person_id FROM schedules WHERE due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(now)
+        .bind(BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.rollback().await?;
+            return Ok(fired);
+        }
+        let mut persons: Vec<Uuid> = Vec::new();
+        for r in &rows {
+            let p: Uuid = r.try_get("person_id")?;
+            if !persons.contains(&p) {
+                persons.push(p);
+            }
+        }
+        let mut progressed = 0;
+        for person in persons {
+            if !process::try_lock_person(&mut tx, person).await? {
+                continue;
+            }
+            let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+            let span = tracing::info_span!("fire", person = %person);
+            match process::tick_person(&mut sp, engine, person, now)
+                .instrument(span)
+                .await
+            {
+                Ok(events) => {
+                    sp.commit().await?;
+                    progressed += 1;
+                    if !events.is_empty() {
+                        info!(?events, "due transitions fired");
+                    }
+                }
+                Err(e) if e.is_conflict() => {
+                    // An ingest write got there first; the rows stay due and
+                    // are fired again on the next round.
+                    sp.rollback().await?;
+                }
+                Err(e) => {
+                    sp.rollback().await?;
+                    warn!(error = %e, "could not fire due schedules; will retry");
+                }
+            }
+        }
+        tx.commit().await?;
+        fired += progressed;
+        if progressed == 0 {
+            // Everything due is held by other engines right now.
+            return Ok(fired);
+        }
+    }
+}
+
+/// Runs each periodic task whose next run is due. A task that missed many
+/// runs while Tenure was down runs once, not once per missed run.
+pub async fn run_cron(
+    pool: &PgPool,
+    engine: &Engine,
+    tasks: &[CronTask],
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, ProcessError> {
+    let mut ran = Vec::new();
+    for task in tasks {
+        let mut tx = pool.begin().await?;
+        // The first sight of a task starts its clock; it does not run at once.
+        sqlx::query(
+            "INSERT INTO cron_runs (name, last_run_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&task.name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let last: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT last_run_at FROM cron_runs WHERE name = $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(&task.name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let due = last
+            .and_then(|l| task.schedule.after(&l).next())
+            .is_some_and(|next| next <= now);
+        if !due {
+            tx.rollback().await?;
+            continue;
+        }
+        match &task.action {
+            CronAction::Reconcile { app } => reconcile_app(&mut tx, engine, app, now).await?,
+            CronAction::ExpirySweep => expiry_sweep(&mut tx, engine, now).await?,
+        }
+        sqlx::query("UPDATE cron_runs SET last_run_at = $2 WHERE name = $1")
+            .bind(&task.name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        info!(task = %task.name, "periodic task ran");
+        ran.push(task.name.clone());
+    }
+    Ok(ran)
+}
+
+async fn reconcile_app(
+    conn: &mut sqlx::PgConnection,
+    engine: &Engine,
+    app: &str,
+    now: DateTime<Utc>,
+) -> Result<(), ProcessError> {
+    let persons: Vec<Uuid> = sqlx::query_scalar("SELECT person_id FROM persons")
+        .fetch_all(&mut *conn)
+        .await?;
+    let run = Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("cron:{app}:{}", now.timestamp_micros()).as_bytes(),
+    );
+    let mut ids = Vec::with_capacity(persons.len());
+    let mut subjects_ = Vec::with_capacity(persons.len());
+    let mut payloads = Vec::with_capacity(persons.len());
+    for p in persons {
+        let job = Job {
+            app: app.to_string(),
+            person_id: p,
+            correlation_id: run,
+            causation_id: None,
+        };
+        ids.push(format!("reconcile:{run}:{p}"));
+        subjects_.push(subjects::jobs(app, job.partition(engine.partitions)));
+        payloads.push(serde_json::to_value(&job).unwrap_or_default());
+    }
+    sqlx::query(
+        "INSERT INTO outbox (msg_id, subject, payload) SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[])
+         ON CONFLICT (msg_id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&subjects_)
+    .bind(&payloads)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(process::OUTBOX_CHANNEL)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn expiry_sweep(
+    conn: &mut sqlx::PgConnection,
+    engine: &Engine,
+    now: DateTime<Utc>,
+) -> Result<(), ProcessError> {
+    let window =
+        chrono::Duration::days(i64::from(engine.ctx.policy.expiry_warning_days.unwrap_or(0)) + 1);
+    let persons: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT person_id FROM persons WHERE termination_at IS NOT NULL AND termination_at <= $1
+           AND status NOT IN ('terminated', 'purged', 'cancelled')",
+    )
+    .bind(now + window)
+    .fetch_all(&mut *conn)
+    .await?;
+    for person in persons {
+        if !process::try_lock_person(&mut *conn, person).await? {
+            continue;
+        }
+        let mut sp = sqlx::Connection::begin(&mut *conn).await?;
+        match process::tick_person(&mut sp, engine, person, now).await {
+            Ok(_) => sp.commit().await?,
+            Err(e) => {
+                sp.rollback().await?;
+                warn!(person = %person, error = %e, "expiry sweep skipped a person");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The scheduler loop: fires due schedules, runs cron tasks, then sleeps
+/// until the next due instant (at most `poll`), waking early when a new
+/// schedule is written.
+pub async fn run(
+    pool: PgPool,
+    engine: Engine,
+    tasks: Vec<CronTask>,
+    clock: Clock,
+    poll: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut listener = match PgListener::connect_with(&pool).await {
+        Ok(mut l) => l.listen(process::SCHEDULE_CHANNEL).await.ok().map(|_| l),
+        Err(_) => None,
+    };
+    loop {
+        let now = clock.now();
+        if let Err(e) = fire_due(&pool, &engine, now).await {
+            warn!(error = %e, "scheduler round failed");
+        }
+        if let Err(e) = run_cron(&pool, &engine, &tasks, now).await {
+            warn!(error = %e, "periodic tasks failed");
+        }
+        let next: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT min(due_at) FROM schedules")
+            .fetch_one(&pool)
+            .await
+            .ok()
+            .flatten();
+        let wait = next
+            .map(|n| (n - clock.now()).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(poll)
+            .min(poll);
+        let woken = async {
+            match listener.as_mut() {
+                Some(l) => {
+                    let _ = tokio::time::timeout(wait, l.recv()).await;
+                }
+                None => tokio::time::sleep(wait).await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = woken => {}
+        }
+    }
+}
