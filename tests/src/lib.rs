@@ -65,6 +65,26 @@ pub struct Stack {
 pub const TEST_FANOUT: &str =
     "ack_wait_secs = 2\nconcurrency = 4\nbase_delay_ms = 50\nmax_delay_ms = 1000\n";
 
+/// Extra configuration lines per section, for tests that need policies.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub fanout: String,
+    pub engine: String,
+    pub wiki: String,
+    pub git: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            fanout: TEST_FANOUT.into(),
+            engine: String::new(),
+            wiki: String::new(),
+            git: String::new(),
+        }
+    }
+}
+
 impl Stack {
     /// Peers, config and a migrated database; no Tenure process yet.
     pub async fn new() -> anyhow::Result<Self> {
@@ -73,6 +93,20 @@ impl Stack {
 
     /// As `new`, with the given body of the `[fanout]` section.
     pub async fn new_with(fanout: &str) -> anyhow::Result<Self> {
+        Self::with_options(Options {
+            fanout: fanout.into(),
+            ..Options::default()
+        })
+        .await
+    }
+
+    pub async fn with_options(options: Options) -> anyhow::Result<Self> {
+        let Options {
+            fanout,
+            engine,
+            wiki: wiki_extra,
+            git: git_extra,
+        } = options;
         let nats = NatsServer::start()?;
         let db = TestDb::create().await?;
         let scim = ScimServer::start()?;
@@ -89,10 +123,13 @@ listen = "127.0.0.1:{ingest_port}"
 listen = "127.0.0.1:{api_port}"
 [fanout]
 {fanout}
+[engine]
+{engine}
 [[app]]
 name = "wiki"
 base_url = "{wiki}"
 token = {{ env = "TENURE_APP_TOKEN" }}
+{wiki_extra}
 [[app]]
 name = "git"
 base_url = "{git}"
@@ -100,6 +137,7 @@ token = {{ env = "TENURE_GIT_TOKEN" }}
 scope = {{ attribute = "department", values = ["Engineering"] }}
 on_termination = "delete"
 user_name = "email_local_part"
+{git_extra}
 "#,
             wiki = scim.tenant_url(&wiki_tenant),
             git = scim_git.tenant_url(&git_tenant),
@@ -171,7 +209,40 @@ user_name = "email_local_part"
     }
 
     pub async fn start_core(&mut self) -> anyhow::Result<()> {
-        self.core = Some(self.spawn(&["run", "ingest", "engine", "api"], "core.log")?);
+        self.start_services(&["run", "ingest", "engine", "api"])
+            .await
+    }
+
+    /// Ingest and api as a process, for tests that run engines in-process
+    /// with a clock they control.
+    pub async fn start_without_engine(&mut self) -> anyhow::Result<()> {
+        self.start_services(&["run", "ingest", "api"]).await?;
+        self.start_fanout()
+    }
+
+    /// An engine in this process, on `clock`; stopped when the handle drops.
+    pub async fn spawn_engine(
+        &self,
+        clock: tenure_engine::Clock,
+    ) -> anyhow::Result<InProcessEngine> {
+        let mut cfg = tenure_config::Config::load(&self.dir.path().join("tenure.toml"))?;
+        cfg.database.url = self.db.url();
+        cfg.nats.url = self.nats.url();
+        let pool =
+            tenure_store::connect(&cfg.database.url, cfg.database.role.as_deref(), 8).await?;
+        let bus = tenure_bus::Bus::connect(&cfg.nats.url, Duration::from_secs(600)).await?;
+        let token = tokio_util::sync::CancellationToken::new();
+        let stop = token.clone();
+        let handle =
+            tokio::spawn(async move { tenure_engine::run(&cfg, pool, bus, stop, clock).await });
+        Ok(InProcessEngine {
+            token,
+            handle: Some(handle),
+        })
+    }
+
+    async fn start_services(&mut self, args: &[&str]) -> anyhow::Result<()> {
+        self.core = Some(self.spawn(args, "core.log")?);
         let url = format!("http://127.0.0.1:{}/healthz", self.ingest_port);
         let http = self.http.clone();
         wait_for(Duration::from_secs(30), || {
@@ -280,6 +351,29 @@ user_name = "email_local_part"
         }))
     }
 
+    /// Waits until the app's user `user_name` satisfies `pred` (None: absent).
+    pub async fn wait_user<F>(
+        &self,
+        tenant: &str,
+        user_name: &str,
+        pred: F,
+    ) -> anyhow::Result<Option<Value>>
+    where
+        F: Fn(Option<&Value>) -> bool,
+    {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let u = self.scim_user(tenant, user_name).await?;
+            if pred(u.as_ref()) {
+                return Ok(u);
+            }
+            if Instant::now() > deadline {
+                bail!("{user_name} in {tenant} is still {u:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Creates a user directly in an app, as an admin would by hand.
     pub async fn create_in_app(&self, tenant: &str, user: Value) -> anyhow::Result<Value> {
         let server = self.server(tenant);
@@ -324,6 +418,27 @@ impl Drop for Stack {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+pub struct InProcessEngine {
+    token: tokio_util::sync::CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcessEngine {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.token.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for InProcessEngine {
+    fn drop(&mut self) {
+        self.token.cancel();
     }
 }
 
