@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use tenure_bus::{subjects, IngestEnvelope, Job};
 use tenure_config::Config;
-use tenure_domain::person::{current_fact, view_at};
+use tenure_domain::person::{catch_up, current_fact, view_at};
 use tenure_domain::{decide, evolve, wakeups, Command, Context, Entitlement, Person, PersonEvent};
 use tenure_store::sqlx::{self, PgConnection, PgPool};
 use tenure_store::{ExpectedVersion, Metadata, NewEvent, StoreError};
@@ -202,30 +202,35 @@ pub async fn tick_person(
     conn: &mut PgConnection,
     engine: &Engine,
     person_id: Uuid,
+    due_from: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<Vec<String>, ProcessError> {
     let loaded = load(&mut *conn, person_id).await?;
-    let decided = decide(&loaded.state, &Command::Tick { now }, &engine.ctx);
-    let cause = current_fact(&loaded.state.facts, now)
-        .and_then(|f| loaded.records.get(&f.delivery_id).copied());
-    let correlation = cause.map_or_else(Uuid::new_v4, |(_, c)| c);
-    let metas = decided
-        .iter()
-        .map(|_| {
-            (
-                Uuid::new_v4(),
-                Metadata {
-                    correlation_id: correlation,
-                    causation_id: cause.map(|(e, _)| e),
-                    person_id: Some(person_id),
-                    app: None,
-                    source: None,
-                    actor: "scheduler".into(),
-                    effective_at: Some(now),
-                },
-            )
-        })
-        .collect();
+    // Step through every wakeup from the oldest due one, so transitions
+    // missed during an outage are recorded at their own instants.
+    let from = due_from.map_or(now, |t| t - chrono::Duration::microseconds(1));
+    let steps = catch_up(&loaded.state, &engine.ctx, from, now);
+    let mut state = loaded.state.clone();
+    let mut decided = Vec::with_capacity(steps.len());
+    let mut metas = Vec::with_capacity(steps.len());
+    for (at, event) in steps {
+        let cause = current_fact(&state.facts, at)
+            .and_then(|f| loaded.records.get(&f.delivery_id).copied());
+        metas.push((
+            Uuid::new_v4(),
+            Metadata {
+                correlation_id: cause.map_or_else(Uuid::new_v4, |(_, c)| c),
+                causation_id: cause.map(|(e, _)| e),
+                person_id: Some(person_id),
+                app: None,
+                source: None,
+                actor: "scheduler".into(),
+                effective_at: Some(at),
+            },
+        ));
+        state = evolve(state, &event);
+        decided.push(event);
+    }
     let (events, _) = persist(conn, engine, person_id, &loaded, &decided, metas, now).await?;
     Ok(events)
 }

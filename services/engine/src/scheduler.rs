@@ -65,7 +65,7 @@ pub async fn fire_due(
     loop {
         let mut tx = pool.begin().await?;
         let rows = sqlx::query(
-            "SELECT person_id FROM schedules WHERE due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            "SELECT person_id, due_at FROM schedules WHERE due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
         .bind(now)
         .bind(BATCH)
@@ -75,21 +75,22 @@ pub async fn fire_due(
             tx.rollback().await?;
             return Ok(fired);
         }
-        let mut persons: Vec<Uuid> = Vec::new();
+        // Rows come oldest first, so the first row of a person is its oldest due instant.
+        let mut persons: Vec<(Uuid, DateTime<Utc>)> = Vec::new();
         for r in &rows {
             let p: Uuid = r.try_get("person_id")?;
-            if !persons.contains(&p) {
-                persons.push(p);
+            if !persons.iter().any(|(q, _)| *q == p) {
+                persons.push((p, r.try_get("due_at")?));
             }
         }
         let mut progressed = 0;
-        for person in persons {
+        for (person, oldest_due) in persons {
             if !process::try_lock_person(&mut tx, person).await? {
                 continue;
             }
             let mut sp = sqlx::Connection::begin(&mut *tx).await?;
             let span = tracing::info_span!("fire", person = %person);
-            match process::tick_person(&mut sp, engine, person, now)
+            match process::tick_person(&mut sp, engine, person, Some(oldest_due), now)
                 .instrument(span)
                 .await
             {
@@ -149,7 +150,8 @@ pub async fn run_cron(
             .and_then(|l| task.schedule.after(&l).next())
             .is_some_and(|next| next <= now);
         if !due {
-            tx.rollback().await?;
+            // Commit, not roll back: a first sighting must be remembered.
+            tx.commit().await?;
             continue;
         }
         match &task.action {
@@ -230,7 +232,7 @@ async fn expiry_sweep(
             continue;
         }
         let mut sp = sqlx::Connection::begin(&mut *conn).await?;
-        match process::tick_person(&mut sp, engine, person, now).await {
+        match process::tick_person(&mut sp, engine, person, None, now).await {
             Ok(_) => sp.commit().await?,
             Err(e) => {
                 sp.rollback().await?;
