@@ -70,6 +70,9 @@ wait_accounts wiki 2; wait_accounts git 2
 show_apps
 "$TENURE" accounts
 
+log "Chen starts in 2030: her start is a durable schedule, due at local midnight in New York"
+"$TENURE" schedule list
+
 log "HR: the same file again (a webhook retry): nothing changes"
 "$TENURE" send examples/records/01-hires.json
 

@@ -1093,6 +1093,53 @@ mod tests {
     }
 
     #[test]
+    fn moving_time_zone_moves_the_start_instant() {
+        let c = ctx();
+        let (s, _) = apply(
+            &Person::default(),
+            &record(
+                EmploymentStatus::Active,
+                "2026-03-03",
+                "2026-02-01T09:00:00Z",
+            ),
+            "2026-02-01T09:00:00Z",
+            "d1",
+            &c,
+        );
+        let first = wakeups(&s, &c, utc("2026-02-01T09:00:00Z"));
+        assert_eq!(
+            first[0].at,
+            utc("2026-03-02T23:00:00Z"),
+            "midnight in Berlin"
+        );
+        let mut moved = record(
+            EmploymentStatus::Active,
+            "2026-03-03",
+            "2026-02-10T09:00:00Z",
+        );
+        moved.time_zone = Some("America/New_York".into());
+        let (s, ev) = apply(&s, &moved, "2026-02-10T09:00:00Z", "d2", &c);
+        assert_eq!(
+            types(&ev),
+            ["SourceRecordReceived", "AttributesChanged", "HireScheduled"]
+        );
+        let starts: Vec<DateTime<Utc>> = wakeups(&s, &c, utc("2026-02-10T09:00:00Z"))
+            .into_iter()
+            .filter(|w| w.kind == "start")
+            .map(|w| w.at)
+            .collect();
+        assert_eq!(
+            starts,
+            [utc("2026-03-03T05:00:00Z")],
+            "midnight in New York"
+        );
+        let (s, ev) = tick(&s, "2026-03-03T04:59:59Z", &c);
+        assert!(ev.is_empty(), "not yet active in New York: {ev:?}");
+        let (s, _) = tick(&s, "2026-03-03T05:00:00Z", &c);
+        assert_eq!(s.lifecycle, Some(Lifecycle::Active));
+    }
+
+    #[test]
     fn catch_up_records_each_transition_at_its_due_instant() {
         let c = ctx();
         let mut r = record(
