@@ -249,3 +249,49 @@ async fn a_periodic_task_that_missed_runs_runs_once() -> anyhow::Result<()> {
     assert_eq!(count(&pool, "SELECT count(*) FROM outbox").await?, 6);
     Ok(())
 }
+
+#[tokio::test]
+async fn the_expiry_sweep_catches_a_termination_whose_schedule_was_lost() -> anyhow::Result<()> {
+    let (_db, pool) = db().await?;
+    let e = engine();
+    let env = envelope(
+        "E-1",
+        "d1",
+        serde_json::json!({"start_date": "2026-01-05", "end_date": "2026-03-31"}),
+    )?;
+    apply_envelope(&pool, &e, &env, utc("2026-03-01T09:00:00Z")).await?;
+    // An operator (or a restore) wiped the schedules table.
+    let owner = tenure_store::connect(&_db.url(), None, 1).await?;
+    sqlx::query("DELETE FROM schedules").execute(&owner).await?;
+    assert_eq!(
+        fire_due(&pool, &e, utc("2026-04-01T00:30:00Z")).await?,
+        0,
+        "nothing left to fire"
+    );
+
+    let tasks = vec![CronTask {
+        name: "expiry_sweep".into(),
+        schedule: cron::Schedule::from_str("0 0 * * * *")?,
+        action: CronAction::ExpirySweep,
+    }];
+    run_cron(&pool, &e, &tasks, utc("2026-04-01T00:30:00Z")).await?;
+    assert_eq!(
+        run_cron(&pool, &e, &tasks, utc("2026-04-01T01:00:00Z")).await?,
+        ["expiry_sweep"]
+    );
+    let status: String = sqlx::query_scalar("SELECT status FROM persons")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(status, "terminated");
+    let at: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT (metadata->>'effective_at')::timestamptz FROM events WHERE event_type = 'PersonTerminated'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(
+        at,
+        Some(utc("2026-04-01T01:00:00Z")),
+        "fired by the sweep, late but not lost"
+    );
+    Ok(())
+}
