@@ -1,21 +1,30 @@
 //! The fan-out service: one logical SCIM provider per configured app.
 //! Jobs are level-triggered ("bring this person in this app to its desired
-//! state"), so redelivered, duplicated or stale jobs are harmless.
+//! state"), so redelivered, duplicated or stale jobs are harmless. Per app:
+//! a concurrency limit, an optional request-rate limit, a circuit breaker,
+//! and a dead-letter queue for jobs that cannot succeed.
 
+pub mod breaker;
 pub mod mapping;
 pub mod worker;
 
 pub use worker::{account_stream, AppWorker, Outcome, WorkerError};
 
+use breaker::{Admit, Breaker, BreakerConfig, Transition};
 use futures::StreamExt;
-use std::sync::Arc;
-use std::time::Duration;
+use serde_json::json;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tenure_bus::dlq::DeadLetter;
 use tenure_bus::{subjects, Bus, Job, JOBS_STREAM};
 use tenure_config::{AppConfig, Config, FanoutConfig};
 use tenure_scim::{Auth, Capabilities, RetryPolicy, ScimClient};
 use tenure_store::sqlx::PgPool;
+use tenure_store::{ExpectedVersion, Metadata, NewEvent};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
+use uuid::Uuid;
 
 pub fn retry_policy(cfg: &FanoutConfig) -> RetryPolicy {
     RetryPolicy {
@@ -25,13 +34,15 @@ pub fn retry_policy(cfg: &FanoutConfig) -> RetryPolicy {
     }
 }
 
+fn limiter(app: &AppConfig) -> Option<Arc<worker::Limiter>> {
+    let rate = NonZeroU32::new(app.rate_limit_per_second?)?;
+    let burst = app.rate_limit_burst.and_then(NonZeroU32::new).unwrap_or(rate);
+    Some(Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))))
+}
+
 /// Builds the worker of one app: its HTTP client (one connection pool per
-/// app) and the capabilities its server announces.
-pub async fn app_worker(
-    app: &AppConfig,
-    fanout: &FanoutConfig,
-    pool: PgPool,
-) -> anyhow::Result<AppWorker> {
+/// app), the capabilities its server announces and its request budget.
+pub async fn app_worker(app: &AppConfig, fanout: &FanoutConfig, pool: PgPool) -> anyhow::Result<AppWorker> {
     let auth = match &app.token {
         Some(secret) => Auth::Bearer(secret.resolve()?.expose().to_string()),
         None => Auth::None,
@@ -53,25 +64,37 @@ pub async fn app_worker(
         caps,
         retry: retry_policy(fanout),
         pool,
+        limiter: limiter(app),
     })
 }
 
-/// Runs one consumer per app until cancelled.
-pub async fn run(
-    cfg: &Config,
-    pool: PgPool,
+/// One app's worker with the state its jobs share.
+struct AppRuntime {
+    worker: AppWorker,
+    breaker: Mutex<Breaker>,
     bus: Bus,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+    fanout: FanoutConfig,
+}
+
+/// Runs one consumer per app until cancelled.
+pub async fn run(cfg: &Config, pool: PgPool, bus: Bus, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for app in &cfg.apps {
-        let worker = Arc::new(app_worker(app, &cfg.fanout, pool.clone()).await?);
-        let bus = bus.clone();
-        let fanout = cfg.fanout.clone();
+        let runtime = Arc::new(AppRuntime {
+            worker: app_worker(app, &cfg.fanout, pool.clone()).await?,
+            breaker: Mutex::new(Breaker::new(BreakerConfig {
+                threshold: cfg.fanout.breaker_failures,
+                cooldown: Duration::from_millis(cfg.fanout.breaker_cooldown_ms),
+                max_cooldown: Duration::from_millis(cfg.fanout.breaker_max_cooldown_ms),
+            })),
+            bus: bus.clone(),
+            fanout: cfg.fanout.clone(),
+        });
         let shutdown = shutdown.clone();
+        let concurrency = app.concurrency(&cfg.fanout);
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = consume(worker.clone(), bus, fanout, shutdown).await {
-                warn!(app = %worker.app.name, error = %e, "app consumer stopped");
+            if let Err(e) = consume(runtime.clone(), concurrency, shutdown).await {
+                warn!(app = %runtime.worker.app.name, error = %e, "app consumer stopped");
             }
         }));
     }
@@ -84,25 +107,107 @@ pub async fn run(
     Ok(())
 }
 
-async fn consume(
-    worker: Arc<AppWorker>,
-    bus: Bus,
-    fanout: FanoutConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let ack_wait = Duration::from_secs(fanout.ack_wait_secs.max(1));
-    let consumer = bus
-        .durable_consumer(
-            JOBS_STREAM,
-            &format!("fanout-{}", worker.app.name),
-            &subjects::jobs_of_app(&worker.app.name),
-            ack_wait,
-            fanout.max_deliver,
-        )
+impl AppRuntime {
+    fn admit(&self) -> Admit {
+        match self.breaker.lock() {
+            Ok(mut b) => b.admit(Instant::now()),
+            Err(_) => Admit::Yes,
+        }
+    }
+
+    fn wait(&self) -> Duration {
+        self.breaker.lock().map(|b| b.wait(Instant::now())).unwrap_or_default()
+    }
+
+    async fn record(&self, healthy: bool, error: Option<&str>) {
+        let transition = match self.breaker.lock() {
+            Ok(mut b) => b.record(healthy, Instant::now()),
+            Err(_) => None,
+        };
+        let app = &self.worker.app.name;
+        let (kind, data) = match transition {
+            Some(Transition::Opened { cooldown }) => {
+                warn!(app = %app, ?cooldown, "circuit opened: calls to the app are paused");
+                ("CircuitOpened", json!({ "cooldown_ms": cooldown.as_millis() as u64, "last_error": error }))
+            }
+            Some(Transition::Closed) => {
+                info!(app = %app, "circuit closed: the app answers again");
+                ("CircuitClosed", json!({}))
+            }
+            None => return,
+        };
+        self.audit(&format!("app-{app}"), kind, data, None).await;
+    }
+
+    async fn audit(&self, stream: &str, kind: &str, data: serde_json::Value, job: Option<&Job>) {
+        let event = NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: kind.into(),
+            data,
+            metadata: Metadata {
+                correlation_id: job.map_or_else(Uuid::new_v4, |j| j.correlation_id),
+                causation_id: job.and_then(|j| j.causation_id),
+                person_id: job.map(|j| j.person_id),
+                app: Some(self.worker.app.name.clone()),
+                source: None,
+                actor: "fanout".into(),
+                effective_at: None,
+            },
+        };
+        let result = async {
+            let mut conn = self.worker.pool.acquire().await?;
+            tenure_store::append(&mut conn, stream, ExpectedVersion::Any, &[event]).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            warn!(stream, kind, error = %e, "could not record an audit event");
+        }
+    }
+
+    /// Files the job for operators and records that on the account stream.
+    async fn dead_letter(&self, job: &Job, reason: &str, error: &str, deliveries: u64) -> bool {
+        let letter = DeadLetter {
+            job: job.clone(),
+            error: error.to_string(),
+            deliveries,
+            reason: reason.to_string(),
+            dead_at: chrono::Utc::now(),
+        };
+        match self.bus.dead_letter(&letter).await {
+            Ok(sequence) => {
+                warn!(sequence, reason, error, "job moved to the dead-letter queue");
+                let stream = account_stream(&job.app, job.person_id);
+                self.audit(&stream, "JobDeadLettered", json!({ "sequence": sequence, "reason": reason, "error": error, "deliveries": deliveries }), Some(job))
+                    .await;
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "could not dead-letter the job; it will be redelivered");
+                false
+            }
+        }
+    }
+}
+
+async fn consume(runtime: Arc<AppRuntime>, concurrency: usize, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let app = runtime.worker.app.name.clone();
+    let ack_wait = Duration::from_secs(runtime.fanout.ack_wait_secs.max(1));
+    let consumer = runtime
+        .bus
+        .durable_consumer(JOBS_STREAM, &format!("fanout-{app}"), &subjects::jobs_of_app(&app), ack_wait, runtime.fanout.max_deliver)
         .await?;
     let mut messages = consumer.messages().await?;
-    let slots = Arc::new(tokio::sync::Semaphore::new(fanout.concurrency.max(1)));
+    let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
     loop {
+        // While the circuit is open, leave jobs in the stream.
+        let pause = runtime.wait();
+        if !pause.is_zero() {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(pause.min(Duration::from_secs(1))) => continue,
+            }
+        }
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
             m = messages.next() => m,
@@ -117,16 +222,16 @@ async fn consume(
             None => break,
         };
         let permit = slots.clone().acquire_owned().await?;
-        let worker = worker.clone();
+        let runtime = runtime.clone();
         tokio::spawn(async move {
-            handle(&worker, msg, ack_wait).await;
+            handle(&runtime, msg, ack_wait).await;
             drop(permit);
         });
     }
     Ok(())
 }
 
-async fn handle(worker: &AppWorker, msg: async_nats::jetstream::Message, ack_wait: Duration) {
+async fn handle(runtime: &AppRuntime, msg: async_nats::jetstream::Message, ack_wait: Duration) {
     use async_nats::jetstream::AckKind;
     let job: Job = match serde_json::from_slice(&msg.payload) {
         Ok(j) => j,
@@ -138,6 +243,11 @@ async fn handle(worker: &AppWorker, msg: async_nats::jetstream::Message, ack_wai
     };
     let span = tracing::info_span!("reconcile", app = %job.app, person = %job.person_id, correlation_id = %job.correlation_id);
     async {
+        if let Admit::No { retry_in } = runtime.admit() {
+            let _ = msg.ack_with(AckKind::Nak(Some(retry_in.max(Duration::from_millis(100))))).await;
+            return;
+        }
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).max(1) as u64;
         // Long retries must not look like a dead worker to JetStream.
         let progress = async {
             loop {
@@ -146,21 +256,36 @@ async fn handle(worker: &AppWorker, msg: async_nats::jetstream::Message, ack_wai
             }
         };
         let result = tokio::select! {
-            r = worker.reconcile(&job) => r,
+            r = runtime.worker.reconcile(&job) => r,
             _ = progress => unreachable!("the progress loop never ends"),
         };
         match result {
+            Ok(Outcome::Failed(reason)) => {
+                // The app answered, so it is healthy; the job needs a person.
+                runtime.record(true, None).await;
+                if runtime.dead_letter(&job, "refused", &reason, delivered).await {
+                    let _ = msg.ack_with(AckKind::Term).await;
+                } else {
+                    let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+                }
+            }
             Ok(outcome) => {
+                runtime.record(true, None).await;
                 info!(?outcome, "reconciled");
                 if let Err(e) = msg.ack().await {
                     warn!(error = %e, "ack failed; the job will run again, harmlessly");
                 }
             }
             Err(e) => {
-                let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-                let delay = Duration::from_secs(
-                    (2u64.saturating_pow(delivered.clamp(1, 8) as u32)).min(300),
-                );
+                if matches!(e, WorkerError::Transient(_)) {
+                    runtime.record(false, Some(&e.to_string())).await;
+                }
+                let budget = u64::try_from(runtime.fanout.max_deliver).unwrap_or(u64::MAX).max(1);
+                if delivered >= budget && runtime.dead_letter(&job, "exhausted", &e.to_string(), delivered).await {
+                    let _ = msg.ack_with(AckKind::Term).await;
+                    return;
+                }
+                let delay = Duration::from_secs(2u64.saturating_pow(delivered.clamp(1, 8) as u32));
                 warn!(error = %e, delivered, ?delay, "reconcile failed; job will be redelivered");
                 let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
             }

@@ -41,12 +41,16 @@ pub enum Outcome {
     Failed(String),
 }
 
+pub type Limiter = governor::DefaultDirectRateLimiter;
+
 pub struct AppWorker {
     pub app: AppConfig,
     pub client: ScimClient,
     pub caps: Capabilities,
     pub retry: RetryPolicy,
     pub pool: PgPool,
+    /// The app's request budget, shared by all of its jobs.
+    pub limiter: Option<std::sync::Arc<Limiter>>,
 }
 
 pub fn account_stream(app: &str, person: Uuid) -> String {
@@ -245,7 +249,18 @@ impl AppWorker {
         Fut: std::future::Future<Output = Result<tenure_scim::Call<T>, ScimError>>,
     {
         let mut failures: Vec<CallRecord> = Vec::new();
-        let result = with_retry(&self.retry, &mut f, |e| {
+        let limiter = self.limiter.clone();
+        let attempt = || {
+            let request = f();
+            let limiter = limiter.clone();
+            async move {
+                if let Some(l) = limiter {
+                    l.until_ready().await;
+                }
+                request.await
+            }
+        };
+        let result = with_retry(&self.retry, attempt, |e| {
             if let Some(r) = e.record() {
                 failures.push(r.clone());
             }

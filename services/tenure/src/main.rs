@@ -82,6 +82,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Jobs that could not succeed, kept for operators.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCmd,
+    },
     /// Durable schedules: future transitions the engine will fire.
     Schedule {
         #[command(subcommand)]
@@ -96,6 +101,29 @@ enum Cmd {
     Quarantine {
         #[command(subcommand)]
         command: QuarantineCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// Dead letters, oldest first: number, app, person, reason, last error.
+    List {
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One dead letter in full, as JSON.
+    Show { sequence: u64 },
+    /// Put jobs back on their app's queue (after fixing the cause).
+    Redrive {
+        /// Numbers from `dlq list`.
+        sequences: Vec<u64>,
+        /// Every dead letter (of `--app`, when given).
+        #[arg(long, conflicts_with = "sequences")]
+        all: bool,
+        #[arg(long)]
+        app: Option<String>,
     },
 }
 
@@ -193,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Dlq { command } => dlq(&cfg, command).await,
         Cmd::Schedule {
             command: ScheduleCmd::List { limit },
         } => {
@@ -377,7 +406,8 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
                 let bus = bus.context("bus")?;
                 // Each in-flight job holds one connection for its lease and
                 // briefly needs a second one for its reads and writes.
-                let size = (2 * cfg.fanout.concurrency * cfg.apps.len().max(1) + 4) as u32;
+                let in_flight: usize = cfg.apps.iter().map(|a| a.concurrency(&cfg.fanout)).sum();
+                let size = (2 * in_flight.max(1) + 4) as u32;
                 let pool = service_pool(&cfg, size).await?;
                 tasks.spawn(async move {
                     tenure_fanout::run(&cfg, pool, bus, token)
@@ -432,6 +462,60 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+async fn dlq(cfg: &Config, command: &DlqCmd) -> anyhow::Result<()> {
+    let bus = Bus::connect(&cfg.nats.url, Duration::from_secs(cfg.nats.duplicate_window_secs)).await?;
+    match command {
+        DlqCmd::List { app, limit } => {
+            let entries = bus.list_dlq(app.as_deref(), *limit).await?;
+            if entries.is_empty() {
+                println!("the dead-letter queue is empty");
+            }
+            for e in entries {
+                println!(
+                    "#{:<5} {} {:<8} {}  {:<9} after {} deliveries: {}",
+                    e.sequence,
+                    e.letter.dead_at.format("%Y-%m-%d %H:%M:%S"),
+                    e.letter.job.app,
+                    e.letter.job.person_id,
+                    e.letter.reason,
+                    e.letter.deliveries,
+                    e.letter.error
+                );
+            }
+        }
+        DlqCmd::Show { sequence } => {
+            let entry = bus
+                .dead_letter_entry(*sequence)
+                .await?
+                .with_context(|| format!("no dead letter #{sequence}"))?;
+            println!("{}", serde_json::to_string_pretty(&entry)?);
+        }
+        DlqCmd::Redrive { sequences, all, app } => {
+            let targets: Vec<u64> = if *all {
+                bus.list_dlq(app.as_deref(), usize::MAX).await?.into_iter().map(|e| e.sequence).collect()
+            } else if sequences.is_empty() {
+                bail!("name dead letters to redrive, or pass --all");
+            } else {
+                sequences.clone()
+            };
+            let mut missing = 0;
+            for seq in &targets {
+                match bus.redrive(*seq, cfg.engine.partitions).await? {
+                    Some(job) => println!("#{seq} redriven: {} {}", job.app, job.person_id),
+                    None => {
+                        missing += 1;
+                        eprintln!("#{seq}: no such dead letter");
+                    }
+                }
+            }
+            if missing > 0 {
+                bail!("{missing} dead letter(s) not found");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn reconcile(cfg: &Config, app: Option<&str>) -> anyhow::Result<()> {

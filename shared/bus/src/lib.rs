@@ -1,6 +1,7 @@
 //! Tenure's JetStream bus: stream layout, subjects, message contracts and a
 //! publish that only returns once JetStream has stored the message.
 
+pub mod dlq;
 pub mod messages;
 pub mod quarantine;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 pub const INGEST_STREAM: &str = "TENURE_INGEST";
 pub const JOBS_STREAM: &str = "TENURE_JOBS";
 pub const QUARANTINE_STREAM: &str = "TENURE_QUARANTINE";
+pub const DLQ_STREAM: &str = "TENURE_DLQ";
 
 pub mod subjects {
     pub fn ingest(source: &str) -> String {
@@ -26,6 +28,9 @@ pub mod subjects {
     }
     pub fn quarantine(source: &str) -> String {
         format!("tenure.quarantine.{source}")
+    }
+    pub fn dlq(app: &str) -> String {
+        format!("tenure.dlq.{app}")
     }
 }
 
@@ -115,6 +120,14 @@ impl Bus {
                 max_bytes: 512 * 1024 * 1024,
                 max_age: 90 * day,
                 discard: stream::DiscardPolicy::Old,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            },
+            stream::Config {
+                name: DLQ_STREAM.into(),
+                subjects: vec!["tenure.dlq.>".into()],
+                // Dead letters wait for an operator: kept until redriven.
+                max_age: 365 * day,
                 storage: stream::StorageType::File,
                 ..Default::default()
             },

@@ -121,3 +121,41 @@ async fn a_server_list_connects_to_any_live_member() -> anyhow::Result<()> {
         .is_err());
     Ok(())
 }
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_redriven_onto_the_job_queue() -> anyhow::Result<()> {
+    use tenure_bus::dlq::DeadLetter;
+    let nats = NatsServer::start()?;
+    let bus = Bus::connect(&nats.url(), Duration::from_secs(60)).await?;
+    let job = |app: &str| tenure_bus::Job {
+        app: app.into(),
+        person_id: uuid::Uuid::new_v4(),
+        correlation_id: uuid::Uuid::new_v4(),
+        causation_id: Some(uuid::Uuid::new_v4()),
+    };
+    let letter = |job: tenure_bus::Job| DeadLetter {
+        job,
+        error: "POST /Users failed with HTTP 503".into(),
+        deliveries: 20,
+        reason: "exhausted".into(),
+        dead_at: chrono::Utc::now(),
+    };
+    let wiki_job = job("wiki");
+    let first = bus.dead_letter(&letter(wiki_job.clone())).await?;
+    assert_eq!(bus.dead_letter(&letter(wiki_job.clone())).await?, first, "the same failure is filed once");
+    bus.dead_letter(&letter(job("git"))).await?;
+    assert_eq!(bus.list_dlq(None, 100).await?.len(), 2);
+    let wiki = bus.list_dlq(Some("wiki"), 100).await?;
+    assert_eq!(wiki.len(), 1);
+    assert_eq!(wiki[0].letter.job, wiki_job);
+
+    let redriven = bus.redrive(first, 8).await?;
+    assert_eq!(redriven, Some(wiki_job.clone()));
+    assert!(bus.list_dlq(Some("wiki"), 100).await?.is_empty());
+    assert_eq!(bus.redrive(first, 8).await?, None, "a redriven letter is gone");
+    let mut jobs = bus.js.get_stream(tenure_bus::JOBS_STREAM).await?;
+    let m = jobs.get_raw_message(1).await?;
+    assert_eq!(m.subject.as_str(), subjects::jobs("wiki", wiki_job.partition(8)));
+    assert_eq!(serde_json::from_slice::<tenure_bus::Job>(&m.payload)?, wiki_job);
+    Ok(())
+}

@@ -186,6 +186,12 @@ pub struct FanoutConfig {
     /// How long a job may go unacknowledged before JetStream hands it to
     /// another worker (a running job keeps extending it).
     pub ack_wait_secs: u64,
+    /// Consecutive failed jobs (after their retries) that open an app's
+    /// circuit: no calls go to the app until a probe succeeds.
+    pub breaker_failures: u32,
+    /// First wait before probing an open circuit; doubles per failed probe.
+    pub breaker_cooldown_ms: u64,
+    pub breaker_max_cooldown_ms: u64,
 }
 
 impl Default for FanoutConfig {
@@ -198,6 +204,9 @@ impl Default for FanoutConfig {
             max_delay_ms: 30_000,
             max_deliver: 20,
             ack_wait_secs: 30,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 10_000,
+            breaker_max_cooldown_ms: 300_000,
         }
     }
 }
@@ -254,6 +263,15 @@ pub struct AppConfig {
     /// Cron expression of this app's periodic full reconcile.
     #[serde(default = "hourly")]
     pub reconcile_cron: String,
+    /// Jobs in flight for this app (default: fanout.concurrency).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Requests per second this app accepts from Tenure; unlimited if unset.
+    #[serde(default)]
+    pub rate_limit_per_second: Option<u32>,
+    /// Requests allowed at once above the steady rate (default: the rate).
+    #[serde(default)]
+    pub rate_limit_burst: Option<u32>,
 }
 
 fn hourly() -> String {
@@ -261,6 +279,10 @@ fn hourly() -> String {
 }
 
 impl AppConfig {
+    pub fn concurrency(&self, fanout: &FanoutConfig) -> usize {
+        self.concurrency.unwrap_or(fanout.concurrency).max(1)
+    }
+
     pub fn policy(&self) -> AppPolicy {
         AppPolicy {
             name: self.name.clone(),

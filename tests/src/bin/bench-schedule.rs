@@ -61,21 +61,33 @@ async fn wait_count(pool: &sqlx::PgPool, prefix: &str, n: usize) -> anyhow::Resu
         if lateness(pool, prefix).await?.len() >= n {
             return Ok(());
         }
-        anyhow::ensure!(std::time::Instant::now() < deadline, "terminations did not all fire");
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "terminations did not all fire"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut stack = Stack::with_options(Options::default()).await.context("starting peers")?;
+    let mut stack = Stack::with_options(Options::default())
+        .await
+        .context("starting peers")?;
     stack.start_core().await?;
     let pool = tenure_store::connect(&stack.db.url(), None, 4).await?;
 
     eprintln!("hiring {} persons…", BURST + STREAM);
     for (prefix, n) in [("B-", BURST), ("S-", STREAM)] {
         for i in 0..n {
-            let p = person(&format!("{prefix}{i}"), "Lee", &format!("{prefix}{i}"), "Sales", "active", "2026-01-02T09:00:00Z");
+            let p = person(
+                &format!("{prefix}{i}"),
+                "Lee",
+                &format!("{prefix}{i}"),
+                "Sales",
+                "active",
+                "2026-01-02T09:00:00Z",
+            );
             stack.send(&p, &format!("hire-{prefix}{i}")).await?;
         }
     }
@@ -87,25 +99,45 @@ async fn main() -> anyhow::Result<()> {
     let stream_at = burst_at + ChronoDuration::seconds(5);
     eprintln!("scheduling terminations at {burst_at} (burst) and from {stream_at} (stream)…");
     let cut = |prefix: &str, i: usize, at: DateTime<Utc>| {
-        let mut p = person(&format!("{prefix}{i}"), "Lee", &format!("{prefix}{i}"), "Sales", "terminated", &at.to_rfc3339());
+        let mut p = person(
+            &format!("{prefix}{i}"),
+            "Lee",
+            &format!("{prefix}{i}"),
+            "Sales",
+            "terminated",
+            &at.to_rfc3339(),
+        );
         p["revoke_immediately"] = json!(true);
         p
     };
     for i in 0..BURST {
-        stack.send(&cut("B-", i, burst_at), &format!("cut-B-{i}")).await?;
+        stack
+            .send(&cut("B-", i, burst_at), &format!("cut-B-{i}"))
+            .await?;
     }
     for i in 0..STREAM {
         let at = stream_at + ChronoDuration::milliseconds(STREAM_SPACING_MS * i as i64);
         stack.send(&cut("S-", i, at), &format!("cut-S-{i}")).await?;
     }
-    anyhow::ensure!(Utc::now() < burst_at, "sending took longer than the lead time; raise it");
+    anyhow::ensure!(
+        Utc::now() < burst_at,
+        "sending took longer than the lead time; raise it"
+    );
     wait_count(&pool, "B-", BURST).await?;
     wait_count(&pool, "S-", STREAM).await?;
 
-    println!("\nDue transition → recorded by the engine (lateness, ms); one engine, release build\n");
+    println!(
+        "\nDue transition → recorded by the engine (lateness, ms); one engine, release build\n"
+    );
     println!("| scenario | transitions | p50 | p90 | p99 | max |");
     println!("|---|---|---|---|---|---|");
-    report(&format!("{BURST} due at the same instant"), lateness(&pool, "B-").await?);
-    report(&format!("{STREAM} due {STREAM_SPACING_MS} ms apart"), lateness(&pool, "S-").await?);
+    report(
+        &format!("{BURST} due at the same instant"),
+        lateness(&pool, "B-").await?,
+    );
+    report(
+        &format!("{STREAM} due {STREAM_SPACING_MS} ms apart"),
+        lateness(&pool, "S-").await?,
+    );
     Ok(())
 }
