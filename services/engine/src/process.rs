@@ -83,7 +83,9 @@ pub fn person_stream(id: Uuid) -> String {
 struct Loaded {
     state: Person,
     version: i64,
-    records: HashMap<String, (Uuid, Uuid)>,
+    /// (source, delivery id) → (event id, correlation id); delivery ids are
+    /// only unique within a source.
+    records: HashMap<(String, String), (Uuid, Uuid)>,
 }
 
 async fn load(conn: &mut PgConnection, person_id: Uuid) -> Result<Loaded, ProcessError> {
@@ -93,8 +95,16 @@ async fn load(conn: &mut PgConnection, person_id: Uuid) -> Result<Loaded, Proces
     for e in &history {
         let event = PersonEvent::from_stored(&e.event_type, e.data.clone())
             .map_err(|err| ProcessError::Corrupt(e.event_id, err.to_string()))?;
-        if let PersonEvent::SourceRecordReceived { delivery_id, .. } = &event {
-            records.insert(delivery_id.clone(), (e.event_id, e.metadata.correlation_id));
+        if let PersonEvent::SourceRecordReceived {
+            source,
+            delivery_id,
+            ..
+        } = &event
+        {
+            records.insert(
+                (source.clone(), delivery_id.clone()),
+                (e.event_id, e.metadata.correlation_id),
+            );
         }
         state = evolve(state, &event);
     }
@@ -214,8 +224,12 @@ pub async fn tick_person(
     let mut decided = Vec::with_capacity(steps.len());
     let mut metas = Vec::with_capacity(steps.len());
     for (at, event) in steps {
-        let cause = current_fact(&state.facts, at)
-            .and_then(|f| loaded.records.get(&f.delivery_id).copied());
+        let cause = current_fact(&state.facts, at).and_then(|f| {
+            loaded
+                .records
+                .get(&(f.source.clone(), f.delivery_id.clone()))
+                .copied()
+        });
         metas.push((
             Uuid::new_v4(),
             Metadata {

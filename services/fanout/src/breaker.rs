@@ -15,10 +15,17 @@ pub struct BreakerConfig {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant, cooldown: Duration },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+        cooldown: Duration,
+    },
     /// One probe is out; everything else waits for its verdict.
-    HalfOpen { cooldown: Duration },
+    HalfOpen {
+        cooldown: Duration,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +34,9 @@ pub enum Admit {
     /// Yes, as the single probe of a half-open circuit.
     Probe,
     /// Not now; try again after this long.
-    No { retry_in: Duration },
+    No {
+        retry_in: Duration,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +77,9 @@ impl Breaker {
             State::Open { until, .. } => Admit::No {
                 retry_in: until - now,
             },
-            State::HalfOpen { .. } => Admit::No { retry_in: PROBE_WAIT },
+            State::HalfOpen { .. } => Admit::No {
+                retry_in: PROBE_WAIT,
+            },
         }
     }
 
@@ -141,8 +152,18 @@ mod tests {
         assert_eq!(b.record(true, t), None, "a success resets the count");
         assert_eq!(b.record(false, t), None);
         assert_eq!(b.record(false, t), None);
-        assert_eq!(b.record(false, t), Some(Transition::Opened { cooldown: Duration::from_secs(10) }));
-        assert_eq!(b.admit(t + Duration::from_secs(4)), Admit::No { retry_in: Duration::from_secs(6) });
+        assert_eq!(
+            b.record(false, t),
+            Some(Transition::Opened {
+                cooldown: Duration::from_secs(10)
+            })
+        );
+        assert_eq!(
+            b.admit(t + Duration::from_secs(4)),
+            Admit::No {
+                retry_in: Duration::from_secs(6)
+            }
+        );
     }
 
     #[test]
@@ -154,14 +175,30 @@ mod tests {
         }
         let later = t + Duration::from_secs(10);
         assert_eq!(b.admit(later), Admit::Probe);
-        assert!(matches!(b.admit(later), Admit::No { .. }), "only one probe at a time");
+        assert!(
+            matches!(b.admit(later), Admit::No { .. }),
+            "only one probe at a time"
+        );
         // The probe fails: reopened for twice as long.
-        assert_eq!(b.record(false, later), Some(Transition::Opened { cooldown: Duration::from_secs(20) }));
-        assert!(matches!(b.admit(later + Duration::from_secs(19)), Admit::No { .. }));
+        assert_eq!(
+            b.record(false, later),
+            Some(Transition::Opened {
+                cooldown: Duration::from_secs(20)
+            })
+        );
+        assert!(matches!(
+            b.admit(later + Duration::from_secs(19)),
+            Admit::No { .. }
+        ));
         let again = later + Duration::from_secs(20);
         assert_eq!(b.admit(again), Admit::Probe);
         // Fails again: capped at the maximum.
-        assert_eq!(b.record(false, again), Some(Transition::Opened { cooldown: Duration::from_secs(25) }));
+        assert_eq!(
+            b.record(false, again),
+            Some(Transition::Opened {
+                cooldown: Duration::from_secs(25)
+            })
+        );
         let last = again + Duration::from_secs(25);
         assert_eq!(b.admit(last), Admit::Probe);
         assert_eq!(b.record(true, last), Some(Transition::Closed));

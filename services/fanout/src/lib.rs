@@ -36,13 +36,22 @@ pub fn retry_policy(cfg: &FanoutConfig) -> RetryPolicy {
 
 fn limiter(app: &AppConfig) -> Option<Arc<worker::Limiter>> {
     let rate = NonZeroU32::new(app.rate_limit_per_second?)?;
-    let burst = app.rate_limit_burst.and_then(NonZeroU32::new).unwrap_or(rate);
-    Some(Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))))
+    let burst = app
+        .rate_limit_burst
+        .and_then(NonZeroU32::new)
+        .unwrap_or(rate);
+    Some(Arc::new(governor::RateLimiter::direct(
+        governor::Quota::per_second(rate).allow_burst(burst),
+    )))
 }
 
 /// Builds the worker of one app: its HTTP client (one connection pool per
 /// app), the capabilities its server announces and its request budget.
-pub async fn app_worker(app: &AppConfig, fanout: &FanoutConfig, pool: PgPool) -> anyhow::Result<AppWorker> {
+pub async fn app_worker(
+    app: &AppConfig,
+    fanout: &FanoutConfig,
+    pool: PgPool,
+) -> anyhow::Result<AppWorker> {
     let auth = match &app.token {
         Some(secret) => Auth::Bearer(secret.resolve()?.expose().to_string()),
         None => Auth::None,
@@ -77,7 +86,12 @@ struct AppRuntime {
 }
 
 /// Runs one consumer per app until cancelled.
-pub async fn run(cfg: &Config, pool: PgPool, bus: Bus, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: &Config,
+    pool: PgPool,
+    bus: Bus,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for app in &cfg.apps {
         let runtime = Arc::new(AppRuntime {
@@ -116,7 +130,10 @@ impl AppRuntime {
     }
 
     fn wait(&self) -> Duration {
-        self.breaker.lock().map(|b| b.wait(Instant::now())).unwrap_or_default()
+        self.breaker
+            .lock()
+            .map(|b| b.wait(Instant::now()))
+            .unwrap_or_default()
     }
 
     async fn record(&self, healthy: bool, error: Option<&str>) {
@@ -128,7 +145,10 @@ impl AppRuntime {
         let (kind, data) = match transition {
             Some(Transition::Opened { cooldown }) => {
                 warn!(app = %app, ?cooldown, "circuit opened: calls to the app are paused");
-                ("CircuitOpened", json!({ "cooldown_ms": cooldown.as_millis() as u64, "last_error": error }))
+                (
+                    "CircuitOpened",
+                    json!({ "cooldown_ms": cooldown.as_millis() as u64, "last_error": error }),
+                )
             }
             Some(Transition::Closed) => {
                 info!(app = %app, "circuit closed: the app answers again");
@@ -176,7 +196,10 @@ impl AppRuntime {
         };
         match self.bus.dead_letter(&letter).await {
             Ok(sequence) => {
-                warn!(sequence, reason, error, "job moved to the dead-letter queue");
+                warn!(
+                    sequence,
+                    reason, error, "job moved to the dead-letter queue"
+                );
                 let stream = account_stream(&job.app, job.person_id);
                 self.audit(&stream, "JobDeadLettered", json!({ "sequence": sequence, "reason": reason, "error": error, "deliveries": deliveries }), Some(job))
                     .await;
@@ -190,12 +213,22 @@ impl AppRuntime {
     }
 }
 
-async fn consume(runtime: Arc<AppRuntime>, concurrency: usize, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn consume(
+    runtime: Arc<AppRuntime>,
+    concurrency: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let app = runtime.worker.app.name.clone();
     let ack_wait = Duration::from_secs(runtime.fanout.ack_wait_secs.max(1));
     let consumer = runtime
         .bus
-        .durable_consumer(JOBS_STREAM, &format!("fanout-{app}"), &subjects::jobs_of_app(&app), ack_wait, runtime.fanout.max_deliver)
+        .durable_consumer(
+            JOBS_STREAM,
+            &format!("fanout-{app}"),
+            &subjects::jobs_of_app(&app),
+            ack_wait,
+            runtime.fanout.max_deliver,
+        )
         .await?;
     let mut messages = consumer.messages().await?;
     let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
@@ -244,7 +277,9 @@ async fn handle(runtime: &AppRuntime, msg: async_nats::jetstream::Message, ack_w
     let span = tracing::info_span!("reconcile", app = %job.app, person = %job.person_id, correlation_id = %job.correlation_id);
     async {
         if let Admit::No { retry_in } = runtime.admit() {
-            let _ = msg.ack_with(AckKind::Nak(Some(retry_in.max(Duration::from_millis(100))))).await;
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(retry_in.max(Duration::from_millis(100)))))
+                .await;
             return;
         }
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).max(1) as u64;
@@ -263,10 +298,15 @@ async fn handle(runtime: &AppRuntime, msg: async_nats::jetstream::Message, ack_w
             Ok(Outcome::Failed(reason)) => {
                 // The app answered, so it is healthy; the job needs a person.
                 runtime.record(true, None).await;
-                if runtime.dead_letter(&job, "refused", &reason, delivered).await {
+                if runtime
+                    .dead_letter(&job, "refused", &reason, delivered)
+                    .await
+                {
                     let _ = msg.ack_with(AckKind::Term).await;
                 } else {
-                    let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                        .await;
                 }
             }
             Ok(outcome) => {
@@ -280,8 +320,14 @@ async fn handle(runtime: &AppRuntime, msg: async_nats::jetstream::Message, ack_w
                 if matches!(e, WorkerError::Transient(_)) {
                     runtime.record(false, Some(&e.to_string())).await;
                 }
-                let budget = u64::try_from(runtime.fanout.max_deliver).unwrap_or(u64::MAX).max(1);
-                if delivered >= budget && runtime.dead_letter(&job, "exhausted", &e.to_string(), delivered).await {
+                let budget = u64::try_from(runtime.fanout.max_deliver)
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                if delivered >= budget
+                    && runtime
+                        .dead_letter(&job, "exhausted", &e.to_string(), delivered)
+                        .await
+                {
                     let _ = msg.ack_with(AckKind::Term).await;
                     return;
                 }

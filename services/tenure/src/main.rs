@@ -465,7 +465,11 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
 }
 
 async fn dlq(cfg: &Config, command: &DlqCmd) -> anyhow::Result<()> {
-    let bus = Bus::connect(&cfg.nats.url, Duration::from_secs(cfg.nats.duplicate_window_secs)).await?;
+    let bus = Bus::connect(
+        &cfg.nats.url,
+        Duration::from_secs(cfg.nats.duplicate_window_secs),
+    )
+    .await?;
     match command {
         DlqCmd::List { app, limit } => {
             let entries = bus.list_dlq(app.as_deref(), *limit).await?;
@@ -492,9 +496,17 @@ async fn dlq(cfg: &Config, command: &DlqCmd) -> anyhow::Result<()> {
                 .with_context(|| format!("no dead letter #{sequence}"))?;
             println!("{}", serde_json::to_string_pretty(&entry)?);
         }
-        DlqCmd::Redrive { sequences, all, app } => {
+        DlqCmd::Redrive {
+            sequences,
+            all,
+            app,
+        } => {
             let targets: Vec<u64> = if *all {
-                bus.list_dlq(app.as_deref(), usize::MAX).await?.into_iter().map(|e| e.sequence).collect()
+                bus.list_dlq(app.as_deref(), usize::MAX)
+                    .await?
+                    .into_iter()
+                    .map(|e| e.sequence)
+                    .collect()
             } else if sequences.is_empty() {
                 bail!("name dead letters to redrive, or pass --all");
             } else {

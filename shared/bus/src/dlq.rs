@@ -41,17 +41,30 @@ impl Bus {
             "dlq:{}:{}:{}:{}",
             letter.job.app,
             letter.job.person_id,
-            letter.job.causation_id.map(|c| c.to_string()).unwrap_or_default(),
+            letter
+                .job
+                .causation_id
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
             letter.deliveries
         );
         Ok(self
-            .publish(&subjects::dlq(&letter.job.app), &msg_id, &[], Bytes::from(payload))
+            .publish(
+                &subjects::dlq(&letter.job.app),
+                &msg_id,
+                &[],
+                Bytes::from(payload),
+            )
             .await?
             .sequence)
     }
 
     /// Dead letters, oldest first, optionally of one app.
-    pub async fn list_dlq(&self, app: Option<&str>, limit: usize) -> Result<Vec<DeadLetterEntry>, BusError> {
+    pub async fn list_dlq(
+        &self,
+        app: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetterEntry>, BusError> {
         let mut stream = self.js.get_stream(DLQ_STREAM).await.map_err(err)?;
         let state = stream.info().await.map_err(err)?.state.clone();
         let mut out = Vec::new();
@@ -63,21 +76,32 @@ impl Bus {
                 break;
             }
             // Redriven letters leave gaps.
-            let Ok(m) = stream.get_raw_message(seq).await else { continue };
-            let Ok(letter) = serde_json::from_slice::<DeadLetter>(&m.payload) else { continue };
+            let Ok(m) = stream.get_raw_message(seq).await else {
+                continue;
+            };
+            let Ok(letter) = serde_json::from_slice::<DeadLetter>(&m.payload) else {
+                continue;
+            };
             if app.is_none_or(|a| a == letter.job.app) {
-                out.push(DeadLetterEntry { sequence: seq, letter });
+                out.push(DeadLetterEntry {
+                    sequence: seq,
+                    letter,
+                });
             }
         }
         Ok(out)
     }
 
-    pub async fn dead_letter_entry(&self, sequence: u64) -> Result<Option<DeadLetterEntry>, BusError> {
+    pub async fn dead_letter_entry(
+        &self,
+        sequence: u64,
+    ) -> Result<Option<DeadLetterEntry>, BusError> {
         let stream = self.js.get_stream(DLQ_STREAM).await.map_err(err)?;
         let Ok(m) = stream.get_raw_message(sequence).await else {
             return Ok(None);
         };
-        let letter = serde_json::from_slice(&m.payload).map_err(|e| BusError::Decode(e.to_string()))?;
+        let letter =
+            serde_json::from_slice(&m.payload).map_err(|e| BusError::Decode(e.to_string()))?;
         Ok(Some(DeadLetterEntry { sequence, letter }))
     }
 

@@ -142,7 +142,11 @@ async fn dead_letters_are_listed_and_redriven_onto_the_job_queue() -> anyhow::Re
     };
     let wiki_job = job("wiki");
     let first = bus.dead_letter(&letter(wiki_job.clone())).await?;
-    assert_eq!(bus.dead_letter(&letter(wiki_job.clone())).await?, first, "the same failure is filed once");
+    assert_eq!(
+        bus.dead_letter(&letter(wiki_job.clone())).await?,
+        first,
+        "the same failure is filed once"
+    );
     bus.dead_letter(&letter(job("git"))).await?;
     assert_eq!(bus.list_dlq(None, 100).await?.len(), 2);
     let wiki = bus.list_dlq(Some("wiki"), 100).await?;
@@ -152,10 +156,20 @@ async fn dead_letters_are_listed_and_redriven_onto_the_job_queue() -> anyhow::Re
     let redriven = bus.redrive(first, 8).await?;
     assert_eq!(redriven, Some(wiki_job.clone()));
     assert!(bus.list_dlq(Some("wiki"), 100).await?.is_empty());
-    assert_eq!(bus.redrive(first, 8).await?, None, "a redriven letter is gone");
+    assert_eq!(
+        bus.redrive(first, 8).await?,
+        None,
+        "a redriven letter is gone"
+    );
     let mut jobs = bus.js.get_stream(tenure_bus::JOBS_STREAM).await?;
     let m = jobs.get_raw_message(1).await?;
-    assert_eq!(m.subject.as_str(), subjects::jobs("wiki", wiki_job.partition(8)));
-    assert_eq!(serde_json::from_slice::<tenure_bus::Job>(&m.payload)?, wiki_job);
+    assert_eq!(
+        m.subject.as_str(),
+        subjects::jobs("wiki", wiki_job.partition(8))
+    );
+    assert_eq!(
+        serde_json::from_slice::<tenure_bus::Job>(&m.payload)?,
+        wiki_job
+    );
     Ok(())
 }

@@ -286,6 +286,7 @@ pub enum PersonEvent {
     },
     PersonPurged {
         since: DateTime<Utc>,
+        attributes: Attributes,
     },
     AttributesChanged {
         changes: BTreeMap<String, Change>,
@@ -497,7 +498,7 @@ fn transition(from: Option<Lifecycle>, view: &View) -> PersonEvent {
             reason: termination_reason(view),
             attributes,
         },
-        Lifecycle::Purged => PersonEvent::PersonPurged { since },
+        Lifecycle::Purged => PersonEvent::PersonPurged { since, attributes },
     }
 }
 
@@ -561,9 +562,10 @@ pub fn evolve(mut state: Person, event: &PersonEvent) -> Person {
             state.pending_termination = None;
             state.attributes = attributes.clone();
         }
-        PersonEvent::PersonPurged { .. } => {
+        PersonEvent::PersonPurged { attributes, .. } => {
             state.lifecycle = Some(Lifecycle::Purged);
             state.pending_termination = None;
+            state.attributes = attributes.clone();
         }
         PersonEvent::AttributesChanged { attributes, .. } => state.attributes = attributes.clone(),
         PersonEvent::TerminationScheduled { at } => state.pending_termination = Some(*at),

@@ -184,3 +184,4 @@ impl Drop for ScimServer {
         let _ = self.child.wait();
     }
 }
+pub mod fault;
