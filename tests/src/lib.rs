@@ -50,6 +50,8 @@ pub struct Stack {
     /// The wiki app's SCIM server; the git app has its own, as real apps do.
     pub scim: ScimServer,
     pub scim_git: ScimServer,
+    /// In front of the wiki app when `Options::proxy_wiki` is set.
+    pub proxy: Option<tenure_testkit::fault::FaultProxy>,
     pub dir: tempfile::TempDir,
     pub ingest_port: u16,
     pub api_port: u16,
@@ -72,6 +74,8 @@ pub struct Options {
     pub engine: String,
     pub wiki: String,
     pub git: String,
+    /// Put a fault-injecting proxy between Tenure and the wiki app.
+    pub proxy_wiki: bool,
 }
 
 impl Default for Options {
@@ -81,6 +85,7 @@ impl Default for Options {
             engine: String::new(),
             wiki: String::new(),
             git: String::new(),
+            proxy_wiki: false,
         }
     }
 }
@@ -106,11 +111,16 @@ impl Stack {
             engine,
             wiki: wiki_extra,
             git: git_extra,
+            proxy_wiki,
         } = options;
         let nats = NatsServer::start()?;
         let db = TestDb::create().await?;
         let scim = ScimServer::start()?;
         let scim_git = ScimServer::start()?;
+        let proxy = match proxy_wiki {
+            true => Some(tenure_testkit::fault::FaultProxy::start(scim.port).await?),
+            false => None,
+        };
         let dir = tempfile::tempdir()?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let (wiki_tenant, git_tenant) = (format!("wiki{}", &id[..8]), format!("git{}", &id[..8]));
@@ -139,7 +149,10 @@ on_termination = "delete"
 user_name = "email_local_part"
 {git_extra}
 "#,
-            wiki = scim.tenant_url(&wiki_tenant),
+            wiki = match &proxy {
+                Some(p) => p.url(&format!("/{wiki_tenant}/v2")),
+                None => scim.tenant_url(&wiki_tenant),
+            },
             git = scim_git.tenant_url(&git_tenant),
         );
         std::fs::write(dir.path().join("tenure.toml"), config)?;
@@ -148,6 +161,7 @@ user_name = "email_local_part"
             db,
             scim,
             scim_git,
+            proxy,
             dir,
             ingest_port,
             api_port,

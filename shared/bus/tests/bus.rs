@@ -161,7 +161,7 @@ async fn dead_letters_are_listed_and_redriven_onto_the_job_queue() -> anyhow::Re
         None,
         "a redriven letter is gone"
     );
-    let mut jobs = bus.js.get_stream(tenure_bus::JOBS_STREAM).await?;
+    let jobs = bus.js.get_stream(tenure_bus::JOBS_STREAM).await?;
     let m = jobs.get_raw_message(1).await?;
     assert_eq!(
         m.subject.as_str(),
