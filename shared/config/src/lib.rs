@@ -10,6 +10,7 @@ pub use secret::{Secret, SecretRef};
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
+use tenure_domain::entitlement::Rule;
 use tenure_domain::{AppPolicy, LeavePolicy, Policy, PurgeAction, ScopeFilter, TerminationPolicy};
 
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +247,11 @@ pub struct AppConfig {
     pub token: Option<SecretRef>,
     #[serde(default)]
     pub scope: Option<ScopeFilter>,
+    /// CEL assignment rule over `person`; see docs/configuration.md.
+    #[serde(default)]
+    pub rule: Option<toml::Spanned<String>>,
+    #[serde(skip)]
+    compiled_rule: Option<Rule>,
     #[serde(default)]
     pub on_termination: TerminationPolicy,
     #[serde(default)]
@@ -287,6 +293,7 @@ impl AppConfig {
         AppPolicy {
             name: self.name.clone(),
             scope: self.scope.clone(),
+            rule: self.compiled_rule.clone(),
             on_termination: self.on_termination,
             on_leave: self.on_leave,
             pre_provision_days: self.pre_provision_days,
@@ -312,6 +319,21 @@ impl Config {
         })?;
         // TOML has no null: `role = ""` is how a config says "no SET ROLE".
         cfg.database.role = cfg.database.role.filter(|r| !r.is_empty());
+        for app in &mut cfg.apps {
+            if let Some(rule) = &app.rule {
+                let compiled = Rule::compile(rule.get_ref()).map_err(|e| {
+                    let line = text[..rule.span().start.min(text.len())]
+                        .lines()
+                        .count()
+                        .max(1);
+                    ConfigError::Parse {
+                        path: origin.to_string(),
+                        message: format!("line {line}: app {:?}: invalid rule: {e}", app.name),
+                    }
+                })?;
+                app.compiled_rule = Some(compiled);
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -456,5 +478,14 @@ mod tests {
         )
         .expect_err("typo in scope");
         assert!(e.to_string().contains("value"), "{e}");
+        let text = "[[app]]\nname = \"git\"\nbase_url = \"http://x\"\n\nrule = \"person.shoe_size == 42\"\n";
+        let e = Config::parse(text, "c.toml").expect_err("bad rule");
+        assert!(
+            e.to_string().contains("line 5") && e.to_string().contains("shoe_size"),
+            "{e}"
+        );
+        let ok = Config::parse("[[app]]\nname = \"git\"\nbase_url = \"http://x\"\nrule = 'person.department == \"Engineering\"'\n", "c.toml")
+            .expect("valid rule");
+        assert!(ok.apps[0].policy().rule.is_some());
     }
 }

@@ -6,6 +6,8 @@ use crate::person::{Lifecycle, View};
 use crate::record::Attributes;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -44,10 +46,92 @@ pub struct ScopeFilter {
     pub values: Vec<String>,
 }
 
+/// An assignment rule: a CEL expression over `person` that says whether the
+/// person belongs in the app, e.g.
+/// `person.department == "Engineering" || "gitea-users" in person.groups`.
+#[derive(Clone)]
+pub struct Rule {
+    source: String,
+    program: Arc<cel::Program>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RuleError(pub String);
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Rule({:?})", self.source)
+    }
+}
+
+impl PartialEq for Rule {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for Rule {}
+
+impl Rule {
+    /// Parses the rule and tries it on a sample person, so a rule that
+    /// names an unknown attribute or does not yield a boolean fails when
+    /// the configuration loads, not when the first person is judged.
+    pub fn compile(source: &str) -> Result<Self, RuleError> {
+        let program =
+            cel::Program::compile(source).map_err(|e| RuleError(first_line(&e.to_string())))?;
+        let rule = Rule {
+            source: source.to_string(),
+            program: Arc::new(program),
+        };
+        for variable in rule.program.references().variables() {
+            if variable != "person" {
+                return Err(RuleError(format!(
+                    "unknown variable `{variable}`: rules can only use `person`"
+                )));
+            }
+        }
+        rule.evaluate(&Attributes::default(), &[])?;
+        Ok(rule)
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn evaluate(&self, attributes: &Attributes, groups: &[String]) -> Result<bool, RuleError> {
+        let mut person: HashMap<String, cel::Value> = HashMap::new();
+        for name in Attributes::NAMES {
+            // Missing attributes read as "" so string functions never meet null.
+            person.insert(name.to_string(), attributes.get(name).unwrap_or("").into());
+        }
+        person.insert("groups".into(), groups.to_vec().into());
+        let mut context = cel::Context::default();
+        context.add_variable_from_value("person", person);
+        match self.program.execute(&context) {
+            Ok(cel::Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(RuleError(format!(
+                "the rule must yield true or false, not {other:?}"
+            ))),
+            Err(e) => Err(RuleError(e.to_string())),
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .next()
+        .unwrap_or(s)
+        .trim_start_matches("ERROR: ")
+        .to_string()
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppPolicy {
     pub name: String,
     pub scope: Option<ScopeFilter>,
+    /// Assignment rule; with `scope`, both must hold.
+    pub rule: Option<Rule>,
     pub on_termination: TerminationPolicy,
     pub on_leave: LeavePolicy,
     /// Create the account (inactive) this many days before the start date.
@@ -62,6 +146,7 @@ impl AppPolicy {
         Self {
             name: name.into(),
             scope: None,
+            rule: None,
             on_termination: TerminationPolicy::default(),
             on_leave: LeavePolicy::default(),
             pre_provision_days: 0,
@@ -122,12 +207,19 @@ impl Entitlement {
 
 impl AppPolicy {
     pub fn in_scope(&self, attributes: &Attributes) -> bool {
-        match &self.scope {
+        let filter = match &self.scope {
             None => true,
             Some(f) => attributes
                 .get(&f.attribute)
                 .is_some_and(|v| f.values.iter().any(|x| x == v)),
-        }
+        };
+        // A rule that fails on a person's data does not grant access; the
+        // rule was checked at load, so this needs unusual data.
+        filter
+            && self
+                .rule
+                .as_ref()
+                .is_none_or(|r| r.evaluate(attributes, &[]).unwrap_or(false))
     }
 
     pub fn entitlement(&self, view: &View, now: DateTime<Utc>) -> Entitlement {
@@ -180,6 +272,45 @@ mod tests {
             end_at: None,
             termination_at: None,
         }
+    }
+
+    #[test]
+    fn rules_select_persons_and_fail_early_when_wrong() {
+        let rule = Rule::compile(
+            r#"person.department == "Engineering" || person.title.startsWith("CTO")"#,
+        )
+        .expect("valid");
+        let mut a = Attributes {
+            department: Some("Engineering".into()),
+            ..Attributes::default()
+        };
+        assert_eq!(rule.evaluate(&a, &[]), Ok(true));
+        a.department = Some("Sales".into());
+        assert_eq!(rule.evaluate(&a, &[]), Ok(false));
+        a.title = Some("CTO Office".into());
+        assert_eq!(rule.evaluate(&a, &[]), Ok(true));
+        let groups = Rule::compile(r#""gitea-users" in person.groups"#).expect("valid");
+        assert_eq!(groups.evaluate(&a, &["gitea-users".into()]), Ok(true));
+        assert_eq!(groups.evaluate(&a, &[]), Ok(false));
+
+        for (bad, why) in [
+            ("person.department ==", "syntax"),
+            ("person.shoe_size == 42", "no such key"),
+            ("dept == \"x\"", "unknown variable"),
+            ("person.department", "true or false"),
+        ] {
+            let e = Rule::compile(bad).expect_err(bad);
+            assert!(
+                e.0.to_lowercase().contains(why) || why == "syntax",
+                "{bad}: {e}"
+            );
+        }
+        let mut app = AppPolicy::new("git");
+        app.rule = Some(rule);
+        assert!(!app.in_scope(&Attributes {
+            department: Some("Sales".into()),
+            ..Attributes::default()
+        }));
     }
 
     #[test]

@@ -722,6 +722,7 @@ mod tests {
         AppPolicy {
             name: name.into(),
             scope: None,
+            rule: None,
             on_termination: TerminationPolicy::Deactivate,
             on_leave: LeavePolicy::Suspend,
             pre_provision_days: 0,

@@ -210,6 +210,7 @@ fn app_policy() -> impl Strategy<Value = AppPolicy> {
             )| AppPolicy {
                 name: String::new(),
                 scope,
+                rule: None,
                 on_termination,
                 on_leave,
                 pre_provision_days,
