@@ -457,6 +457,41 @@ async fn reconcile_repairs_accounts_changed_behind_tenures_back() -> anyhow::Res
         .await?
         .error_for_status()?;
 
+    // Tenure's own record still says all is well; a live plan sees the drift
+    // and says what a reconcile would send, changing nothing.
+    let offline = stack.tenure(&["plan", "--app", "wiki"]).output()?;
+    let offline = String::from_utf8_lossy(&offline.stdout).to_string();
+    assert!(
+        offline.contains("0 to create, 0 to update, 0 to delete, 2 in sync"),
+        "{offline}"
+    );
+    let live = stack
+        .tenure(&["plan", "--app", "wiki", "--live"])
+        .output()?;
+    assert!(
+        live.status.success(),
+        "{}",
+        String::from_utf8_lossy(&live.stderr)
+    );
+    let live = String::from_utf8_lossy(&live.stdout).to_string();
+    assert!(
+        live.contains("POST /Users userName=\"dana.drift@example.com\""),
+        "{live}"
+    );
+    assert!(
+        live.contains(&format!("PATCH /Users/{} replace active=true", id(&eli))),
+        "{live}"
+    );
+    assert!(
+        live.contains("1 to create, 1 to update, 0 to delete, 0 in sync"),
+        "{live}"
+    );
+    assert_eq!(
+        stack.scim_users(&stack.wiki_tenant).await?.len(),
+        1,
+        "planning changed nothing"
+    );
+
     let out = stack.tenure(&["reconcile", "--app", "wiki"]).output()?;
     assert!(
         out.status.success(),

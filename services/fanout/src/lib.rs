@@ -45,6 +45,23 @@ fn limiter(app: &AppConfig) -> Option<Arc<worker::Limiter>> {
     )))
 }
 
+/// A worker that never talks to the app on its own (no discovery): for
+/// planning from Tenure's last known state.
+pub fn offline_worker(
+    app: &AppConfig,
+    fanout: &FanoutConfig,
+    pool: PgPool,
+) -> anyhow::Result<AppWorker> {
+    Ok(AppWorker {
+        app: app.clone(),
+        client: ScimClient::new(&app.base_url, Auth::None, fanout.request_timeout())?,
+        caps: Capabilities::default(),
+        retry: retry_policy(fanout),
+        pool,
+        limiter: None,
+    })
+}
+
 /// Builds the worker of one app: its HTTP client (one connection pool per
 /// app), the capabilities its server announces and its request budget.
 pub async fn app_worker(

@@ -104,7 +104,86 @@ struct Known {
     user_name: Option<String>,
 }
 
+/// What a reconcile of one person would send.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub person_id: Uuid,
+    pub user_name: String,
+    pub entitlement: Entitlement,
+    /// How the account was found: `stored` (Tenure's last known state),
+    /// `id`, `externalId`, `userName`, or `none`.
+    pub found_by: &'static str,
+    pub ops: Vec<tenure_scim::Op>,
+}
+
 impl AppWorker {
+    /// The SCIM operations a reconcile of `person_id` would send, sending
+    /// nothing that changes the app. With `live`, the account is looked up
+    /// with reads (as a reconcile would); otherwise Tenure's last known
+    /// state of the account is used and nothing is sent at all.
+    pub async fn plan(&self, person_id: Uuid, live: bool) -> Result<Option<Planned>, WorkerError> {
+        let row = sqlx::query(
+            "SELECT p.attributes, e.entitlement, a.remote_id, a.user_name AS known_user_name, a.state
+             FROM persons p
+             LEFT JOIN entitlements e ON e.app = $2 AND e.person_id = p.person_id
+             LEFT JOIN accounts a ON a.app = $2 AND a.person_id = p.person_id
+             WHERE p.person_id = $1",
+        )
+        .bind(person_id)
+        .bind(&self.app.name)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let attributes: Attributes =
+            serde_json::from_value(row.try_get("attributes")?).unwrap_or_default();
+        let entitlement = row
+            .try_get::<Option<String>, _>("entitlement")?
+            .as_deref()
+            .and_then(Entitlement::parse)
+            .unwrap_or_default();
+        let desired = mapping::desired(&self.app, person_id, &attributes, entitlement);
+        let user_name = mapping::user_name(&self.app, &attributes);
+        let (remote, found_by) = if live {
+            let job = Job {
+                app: self.app.name.clone(),
+                person_id,
+                correlation_id: Uuid::new_v4(),
+                causation_id: None,
+            };
+            let known = Known {
+                remote_id: row.try_get("remote_id")?,
+                user_name: row.try_get("known_user_name")?,
+            };
+            let mut scratch = Audit {
+                job: &job,
+                app: &self.app.name,
+                events: Vec::new(),
+            };
+            let present = matches!(desired, Desired::Present(_));
+            match self
+                .lookup(&job, &known, &user_name, present, &mut scratch)
+                .await
+                .map_err(|e| WorkerError::Transient(e.to_string()))?
+            {
+                Some((r, how)) => (Some(r), how),
+                None => (None, "none"),
+            }
+        } else {
+            let stored: Option<serde_json::Value> = row.try_get("state")?;
+            match stored.and_then(|s| serde_json::from_value::<RemoteUser>(s).ok()) {
+                Some(r) => (Some(r), "stored"),
+                None => (None, "none"),
+            }
+        };
+        Ok(Some(Planned {
+            person_id,
+            user_name,
+            entitlement,
+            found_by,
+            ops: diff(&desired, remote.as_ref(), self.caps),
+        }))
+    }
+
     /// Runs one job under a lease so two jobs for the same (app, person)
     /// never interleave, in this process or any other.
     pub async fn reconcile(&self, job: &Job) -> Result<Outcome, WorkerError> {
@@ -470,14 +549,8 @@ fn describe(
     }
 }
 
+/// The account as last read or written, kept so `tenure plan` can diff
+/// without calling the app.
 fn remote_state(r: &RemoteUser) -> serde_json::Value {
-    json!({
-        "user_name": r.user_name,
-        "external_id": r.external_id,
-        "display_name": r.display_name,
-        "email": r.email,
-        "active": r.active,
-        "department": r.department,
-        "title": r.title,
-    })
+    serde_json::to_value(r).unwrap_or_default()
 }

@@ -70,6 +70,16 @@ enum Cmd {
         #[arg(long)]
         app: Option<String>,
     },
+    /// Print the SCIM operations a reconcile of an app would send, sending
+    /// nothing that changes it.
+    Plan {
+        #[arg(long)]
+        app: String,
+        /// Look accounts up in the app (reads only) instead of using
+        /// Tenure's last known state.
+        #[arg(long)]
+        live: bool,
+    },
     /// Ask the fanout to reconcile every known person in one app (or all
     /// apps), e.g. after adding an app or changing its scope.
     Reconcile {
@@ -244,6 +254,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Plan { app, live } => plan(&cfg, app, *live).await,
         Cmd::Reconcile { app } => reconcile(&cfg, app.as_deref()).await,
         Cmd::Timeline { person, json } => {
             let pool = service_pool(&cfg, 2).await?;
@@ -462,6 +473,70 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+async fn plan(cfg: &Config, app: &str, live: bool) -> anyhow::Result<()> {
+    let app_cfg = cfg
+        .app(app)
+        .with_context(|| format!("no app named {app:?} in the configuration"))?;
+    let pool = service_pool(cfg, 4).await?;
+    let worker = if live {
+        tenure_fanout::app_worker(app_cfg, &cfg.fanout, pool.clone()).await?
+    } else {
+        tenure_fanout::offline_worker(app_cfg, &cfg.fanout, pool.clone())?
+    };
+    let persons: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT person_id FROM persons ORDER BY attributes->>'email'")
+            .fetch_all(&pool)
+            .await?;
+    let (mut creates, mut updates, mut deletes, mut in_sync) = (0, 0, 0, 0);
+    for person in persons {
+        let Some(p) = worker.plan(person, live).await? else {
+            continue;
+        };
+        if p.ops.is_empty() {
+            in_sync += 1;
+            continue;
+        }
+        for op in &p.ops {
+            let what = match op {
+                tenure_scim::Op::Create(spec) => {
+                    creates += 1;
+                    format!(
+                        "POST /Users userName={:?} active={}",
+                        spec.user_name, spec.active
+                    )
+                }
+                tenure_scim::Op::Patch { id, ops } => {
+                    updates += 1;
+                    let changes: Vec<String> = ops
+                        .iter()
+                        .map(|o| format!("{} {}={}", o.op, o.path, o.value))
+                        .collect();
+                    format!("PATCH /Users/{id} {}", changes.join(", "))
+                }
+                tenure_scim::Op::Replace { id, spec } => {
+                    updates += 1;
+                    format!(
+                        "PUT /Users/{id} userName={:?} active={}",
+                        spec.user_name, spec.active
+                    )
+                }
+                tenure_scim::Op::Delete { id } => {
+                    deletes += 1;
+                    format!("DELETE /Users/{id}")
+                }
+            };
+            println!(
+                "{:<30} {:<16} (found: {:<10}) {what}",
+                p.user_name,
+                p.entitlement.as_str(),
+                p.found_by
+            );
+        }
+    }
+    println!("plan for {app}: {creates} to create, {updates} to update, {deletes} to delete, {in_sync} in sync; no change was sent");
+    Ok(())
 }
 
 async fn dlq(cfg: &Config, command: &DlqCmd) -> anyhow::Result<()> {

@@ -95,7 +95,7 @@ impl UserSpec {
 }
 
 /// A User as a SCIM server returned it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RemoteUser {
     pub id: String,
     pub user_name: String,
