@@ -597,3 +597,92 @@ async fn existing_app_accounts_are_linked_when_entitled_and_never_touched_otherw
     assert_eq!(linked_events, 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_mass_termination_is_held_for_approval_while_single_leavers_pass() -> anyhow::Result<()> {
+    let mut stack = Stack::with_options(tenure_e2e::Options {
+        // One job at a time makes the count exact; three deprovisions an hour pass.
+        wiki: "concurrency = 1\nmass_change = { max_count = 3, min_count = 100 }".into(),
+        ..tenure_e2e::Options::default()
+    })
+    .await?;
+    stack.start_core().await?;
+    stack.start_fanout()?;
+    const N: usize = 6;
+    for i in 0..N {
+        stack
+            .send(
+                &person(
+                    &format!("E-{}", 200 + i),
+                    "Max",
+                    &format!("Mass{i}"),
+                    "Sales",
+                    "active",
+                    "2026-01-02T09:00:00Z",
+                ),
+                &format!("h-{i}"),
+            )
+            .await?;
+    }
+    wait_for(WAIT, || async {
+        Ok(stack.scim_users(&stack.wiki_tenant).await?.len() == N)
+    })
+    .await?;
+    // A bad import terminates everyone at once.
+    for i in 0..N {
+        stack
+            .send(
+                &person(
+                    &format!("E-{}", 200 + i),
+                    "Max",
+                    &format!("Mass{i}"),
+                    "Sales",
+                    "terminated",
+                    "2026-02-02T09:00:00Z",
+                ),
+                &format!("t-{i}"),
+            )
+            .await?;
+    }
+    let inactive = |users: &[Value]| users.iter().filter(|u| u["active"] == false).count();
+    wait_for(WAIT, || async {
+        Ok(stack
+            .psql_count("SELECT count(*) FROM events WHERE event_type = 'DeprovisionStaged'")
+            .await?
+            == 3)
+    })
+    .await?;
+    let users = stack.scim_users(&stack.wiki_tenant).await?;
+    assert_eq!(inactive(&users), 3, "three went through, three are held");
+
+    let listing =
+        String::from_utf8_lossy(&stack.tenure(&["staged", "--app", "wiki"]).output()?.stdout)
+            .to_string();
+    assert_eq!(
+        listing.lines().filter(|l| l.contains("held")).count(),
+        3,
+        "{listing}"
+    );
+    assert!(listing.contains("more needs approval"), "{listing}");
+
+    let out = stack
+        .tenure(&["approve", "--app", "wiki", "--all"])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 held change(s) released"));
+    wait_for(WAIT, || async {
+        Ok(inactive(&stack.scim_users(&stack.wiki_tenant).await?) == N)
+    })
+    .await?;
+    assert_eq!(
+        stack
+            .psql_count("SELECT count(*) FROM staged_changes")
+            .await?,
+        0
+    );
+    Ok(())
+}

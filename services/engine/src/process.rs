@@ -350,6 +350,7 @@ async fn persist(
             person_id,
             correlation_id: correlation,
             causation_id: Some(cause),
+            approved: false,
         };
         sqlx::query("INSERT INTO outbox (msg_id, subject, payload) VALUES ($1, $2, $3)")
             .bind(format!("job:{cause}:{}", app.name))

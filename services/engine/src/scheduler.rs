@@ -192,6 +192,7 @@ async fn reconcile_app(
             person_id: p,
             correlation_id: run,
             causation_id: None,
+            approved: false,
         };
         ids.push(format!("reconcile:{run}:{p}"));
         subjects_.push(subjects::jobs(app, job.partition(engine.partitions)));

@@ -328,7 +328,11 @@ async fn handle(runtime: &AppRuntime, msg: async_nats::jetstream::Message, ack_w
             }
             Ok(outcome) => {
                 runtime.record(true, None).await;
-                info!(?outcome, "reconciled");
+                if outcome == Outcome::Staged {
+                    warn!("held by the mass-change guard; `tenure approve` releases it");
+                } else {
+                    info!(?outcome, "reconciled");
+                }
                 if let Err(e) = msg.ack().await {
                     warn!(error = %e, "ack failed; the job will run again, harmlessly");
                 }

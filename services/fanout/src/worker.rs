@@ -39,6 +39,8 @@ pub enum Outcome {
     /// A permanent refusal (4xx) or a collision that needs an operator;
     /// recorded as an event, not retried.
     Failed(String),
+    /// Deprovisioning held by the mass-change guard until approved.
+    Staged,
 }
 
 pub type Limiter = governor::DefaultDirectRateLimiter;
@@ -149,6 +151,7 @@ impl AppWorker {
                 person_id,
                 correlation_id: Uuid::new_v4(),
                 causation_id: None,
+                approved: false,
             };
             let known = Known {
                 remote_id: row.try_get("remote_id")?,
@@ -242,6 +245,13 @@ impl AppWorker {
         });
         drop(conn);
 
+        let deprovisioning = matches!(desired, Desired::Deactivated | Desired::Deleted);
+        if deprovisioning && known.remote_id.is_some() && !job.approved {
+            if let Some(reason) = self.guard_trips().await? {
+                return self.stage(job, &stream, version, &reason).await;
+            }
+        }
+
         let mut audit = Audit {
             job,
             app: &self.app.name,
@@ -315,6 +325,70 @@ impl AppWorker {
             (None, Some(e)) => Err(WorkerError::Transient(e.to_string())),
             (None, None) => Err(WorkerError::Transient("no outcome".into())),
         }
+    }
+
+    /// Whether one more deprovision now would be a mass change, and why.
+    async fn guard_trips(&self) -> Result<Option<String>, WorkerError> {
+        let guard = &self.app.mass_change;
+        if !guard.enabled {
+            return Ok(None);
+        }
+        let recent: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events
+             WHERE event_type IN ('AccountDeactivated', 'AccountDeleted') AND metadata->>'app' = $1
+               AND recorded_at > now() - make_interval(mins => $2)",
+        )
+        .bind(&self.app.name)
+        .bind(i32::try_from(guard.window_minutes).unwrap_or(i32::MAX))
+        .fetch_one(&self.pool)
+        .await?;
+        let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts WHERE app = $1")
+            .bind(&self.app.name)
+            .fetch_one(&self.pool)
+            .await?;
+        let (recent, accounts) = (recent.max(0) as u64, accounts.max(0) as u64);
+        Ok(guard.trips(recent, accounts).then(|| {
+            format!(
+                "{recent} of {accounts} accounts deprovisioned in the last {} minutes; more needs approval",
+                guard.window_minutes
+            )
+        }))
+    }
+
+    async fn stage(
+        &self,
+        job: &Job,
+        stream: &str,
+        version: i64,
+        reason: &str,
+    ) -> Result<Outcome, WorkerError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO staged_changes (app, person_id, job, reason) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (app, person_id) DO UPDATE SET job = $3, reason = $4, staged_at = now()",
+        )
+        .bind(&self.app.name)
+        .bind(job.person_id)
+        .bind(serde_json::to_value(job).unwrap_or_default())
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        let mut audit = Audit {
+            job,
+            app: &self.app.name,
+            events: Vec::new(),
+        };
+        audit.push("DeprovisionStaged", json!({ "reason": reason }));
+        tenure_store::append(
+            &mut tx,
+            stream,
+            ExpectedVersion::Exact(version),
+            &audit.events,
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::warn!(reason, "deprovisioning held by the mass-change guard");
+        Ok(Outcome::Staged)
     }
 
     /// Sends one call with retries, auditing every attempt.

@@ -92,6 +92,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Deprovisioning held back by the mass-change guard.
+    Staged {
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// Release deprovisioning held by the mass-change guard.
+    Approve {
+        #[arg(long)]
+        app: String,
+        /// Persons (id, work e-mail or source person id) to release.
+        persons: Vec<String>,
+        /// Release everything held for the app.
+        #[arg(long, conflicts_with = "persons")]
+        all: bool,
+    },
     /// Jobs that could not succeed, kept for operators.
     Dlq {
         #[command(subcommand)]
@@ -232,6 +247,21 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Dlq { command } => dlq(&cfg, command).await,
+        Cmd::Staged { app } => {
+            let pool = service_pool(&cfg, 2).await?;
+            let rows = staged(&pool, app.as_deref()).await?;
+            if rows.is_empty() {
+                println!("nothing is held by the mass-change guard");
+            }
+            for (app, person, email, reason, at) in rows {
+                println!(
+                    "{app:<12} {person} {email:<30} held {} — {reason}",
+                    at.format("%Y-%m-%d %H:%M:%S")
+                );
+            }
+            Ok(())
+        }
+        Cmd::Approve { app, persons, all } => approve(&cfg, app, persons, *all).await,
         Cmd::Schedule {
             command: ScheduleCmd::List { limit },
         } => {
@@ -475,6 +505,79 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
     }
 }
 
+type StagedRow = (
+    String,
+    uuid::Uuid,
+    String,
+    String,
+    chrono::DateTime<chrono::Utc>,
+);
+
+async fn staged(pool: &PgPool, app: Option<&str>) -> anyhow::Result<Vec<StagedRow>> {
+    Ok(sqlx::query_as(
+        "SELECT s.app, s.person_id, coalesce(p.attributes->>'email', ''), s.reason, s.staged_at
+         FROM staged_changes s LEFT JOIN persons p ON p.person_id = s.person_id
+         WHERE $1::text IS NULL OR s.app = $1 ORDER BY s.staged_at",
+    )
+    .bind(app)
+    .fetch_all(pool)
+    .await?)
+}
+
+async fn approve(cfg: &Config, app: &str, persons: &[String], all: bool) -> anyhow::Result<()> {
+    cfg.app(app)
+        .with_context(|| format!("no app named {app:?} in the configuration"))?;
+    if !all && persons.is_empty() {
+        bail!("name persons to approve, or pass --all");
+    }
+    let pool = service_pool(cfg, 2).await?;
+    let mut wanted = Vec::new();
+    for key in persons {
+        let p = tenure_api::queries::find_person(&pool, key)
+            .await?
+            .with_context(|| format!("no person matches {key:?}"))?;
+        wanted.push(p.person_id);
+    }
+    let bus = Bus::connect(
+        &cfg.nats.url,
+        Duration::from_secs(cfg.nats.duplicate_window_secs),
+    )
+    .await?;
+    let rows: Vec<(uuid::Uuid, serde_json::Value, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT person_id, job, staged_at FROM staged_changes WHERE app = $1 ORDER BY staged_at",
+    )
+    .bind(app)
+    .fetch_all(&pool)
+    .await?;
+    let mut released = 0;
+    for (person, job, staged_at) in rows {
+        if !all && !wanted.contains(&person) {
+            continue;
+        }
+        let mut job: tenure_bus::Job = serde_json::from_value(job)?;
+        job.approved = true;
+        bus.publish(
+            &tenure_bus::subjects::jobs(app, job.partition(cfg.engine.partitions)),
+            &format!("approve:{app}:{person}:{}", staged_at.timestamp_micros()),
+            &[],
+            bytes::Bytes::from(serde_json::to_vec(&job)?),
+        )
+        .await?;
+        // After the publish: a crash in between only means approving again.
+        sqlx::query(
+            "DELETE FROM staged_changes WHERE app = $1 AND person_id = $2 AND staged_at = $3",
+        )
+        .bind(app)
+        .bind(person)
+        .bind(staged_at)
+        .execute(&pool)
+        .await?;
+        released += 1;
+    }
+    println!("{released} held change(s) released for {app}");
+    Ok(())
+}
+
 async fn plan(cfg: &Config, app: &str, live: bool) -> anyhow::Result<()> {
     let app_cfg = cfg
         .app(app)
@@ -633,6 +736,7 @@ async fn reconcile(cfg: &Config, app: Option<&str>) -> anyhow::Result<()> {
                 person_id: *person_id,
                 correlation_id: run,
                 causation_id: None,
+                approved: false,
             };
             batch.push((
                 tenure_bus::subjects::jobs(app, job.partition(cfg.engine.partitions)),

@@ -31,6 +31,9 @@ pub struct Job {
     pub person_id: Uuid,
     pub correlation_id: Uuid,
     pub causation_id: Option<Uuid>,
+    /// An operator approved this job past the mass-change guard.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approved: bool,
 }
 
 impl Job {

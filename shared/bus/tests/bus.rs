@@ -132,6 +132,7 @@ async fn dead_letters_are_listed_and_redriven_onto_the_job_queue() -> anyhow::Re
         person_id: uuid::Uuid::new_v4(),
         correlation_id: uuid::Uuid::new_v4(),
         causation_id: Some(uuid::Uuid::new_v4()),
+        approved: false,
     };
     let letter = |job: tenure_bus::Job| DeadLetter {
         job,

@@ -278,6 +278,46 @@ pub struct AppConfig {
     /// Requests allowed at once above the steady rate (default: the rate).
     #[serde(default)]
     pub rate_limit_burst: Option<u32>,
+    #[serde(default)]
+    pub mass_change: MassChangeGuard,
+}
+
+/// Holds deprovisioning back for approval when too much of an app would be
+/// switched off at once (a bad HR import, a wrong rule).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MassChangeGuard {
+    pub enabled: bool,
+    /// Deactivations and deletions within the window that trip the guard.
+    pub max_count: u32,
+    /// Share of the app's accounts that trips the guard (with at least
+    /// `min_count` deprovisions, so single leavers of small apps pass).
+    pub max_share: f64,
+    pub min_count: u32,
+    pub window_minutes: u32,
+}
+
+impl Default for MassChangeGuard {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_count: 50,
+            max_share: 0.25,
+            min_count: 5,
+            window_minutes: 60,
+        }
+    }
+}
+
+impl MassChangeGuard {
+    /// Whether one more deprovision, after `recent` in the window, is too many.
+    pub fn trips(&self, recent: u64, accounts: u64) -> bool {
+        let next = recent + 1;
+        self.enabled
+            && (next > u64::from(self.max_count)
+                || (next > u64::from(self.min_count)
+                    && next as f64 > self.max_share * accounts as f64))
+    }
 }
 
 fn hourly() -> String {
@@ -428,6 +468,27 @@ impl FanoutConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mass_change_guard_lets_single_leavers_through() {
+        let g = MassChangeGuard::default();
+        assert!(!g.trips(0, 3), "a single termination in a tiny app passes");
+        assert!(!g.trips(4, 10), "up to min_count always passes");
+        assert!(
+            g.trips(5, 10),
+            "the sixth of ten accounts in an hour is held"
+        );
+        assert!(!g.trips(20, 1000));
+        assert!(
+            g.trips(50, 10_000),
+            "more than max_count is held whatever the size"
+        );
+        assert!(!MassChangeGuard {
+            enabled: false,
+            ..g
+        }
+        .trips(1000, 1000));
+    }
 
     #[test]
     fn full_example_parses() {

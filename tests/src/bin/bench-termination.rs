@@ -9,7 +9,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use tenure_e2e::{person, Stack};
+use tenure_e2e::{person, Options, Stack};
 
 const HIRES: usize = 200;
 const SEQUENTIAL: usize = 100;
@@ -127,9 +127,17 @@ fn leaver(i: usize) -> Value {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Production fanout defaults, so the figures are what an install gets.
-    let stack = Stack::start_with(&format!("concurrency = {CONCURRENCY}"))
-        .await
-        .context("starting the stack")?;
+    let mut stack = Stack::with_options(Options {
+        fanout: format!("concurrency = {CONCURRENCY}"),
+        // Terminating everyone is the point here, not a mistake to hold.
+        wiki: "mass_change = { enabled = false }".into(),
+        git: "mass_change = { enabled = false }".into(),
+        ..Options::default()
+    })
+    .await
+    .context("starting the stack")?;
+    stack.start_core().await?;
+    stack.start_fanout()?;
     eprintln!("hiring {HIRES} persons into two apps…");
     let started = Instant::now();
     for i in 0..HIRES {
