@@ -686,3 +686,78 @@ async fn a_mass_termination_is_held_for_approval_while_single_leavers_pass() -> 
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_newly_added_app_is_provisioned_for_existing_persons_on_reconcile() -> anyhow::Result<()>
+{
+    let mut stack = Stack::start().await?;
+    stack
+        .send(
+            &person(
+                "E-31",
+                "Ola",
+                "Old",
+                "Engineering",
+                "active",
+                "2026-01-02T09:00:00Z",
+            ),
+            "h-31",
+        )
+        .await?;
+    stack
+        .send(
+            &person(
+                "E-32",
+                "Pia",
+                "Prior",
+                "Sales",
+                "active",
+                "2026-01-02T09:00:00Z",
+            ),
+            "h-32",
+        )
+        .await?;
+    wait_for(WAIT, || async {
+        Ok(stack.scim_users(&stack.wiki_tenant).await?.len() == 2)
+    })
+    .await?;
+
+    // An operator adds a chat app for Engineering and restarts the fanout.
+    let chat_tenant = format!("chat{}", &stack.wiki_tenant[4..]);
+    let config = stack.dir.path().join("tenure.toml");
+    let mut text = std::fs::read_to_string(&config)?;
+    text.push_str(&format!(
+        "\n[[app]]\nname = \"chat\"\nbase_url = \"{}\"\ntoken = {{ env = \"TENURE_APP_TOKEN\" }}\nrule = 'person.department == \"Engineering\"'\n",
+        stack.scim.tenant_url(&chat_tenant)
+    ));
+    std::fs::write(&config, text)?;
+    stack.kill_fanout()?;
+    stack.start_fanout()?;
+
+    let out = stack.tenure(&["reconcile", "--app", "chat"]).output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 person(s) changed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let chat = stack
+        .wait_user(&chat_tenant, "ola.old@example.com", |u| u.is_some())
+        .await?;
+    assert_eq!(
+        chat.map(|u| u["active"].clone()),
+        Some(serde_json::json!(true))
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let users = stack.scim_users(&chat_tenant).await?;
+    assert_eq!(
+        users.len(),
+        1,
+        "only Engineering is in the chat app's rule: {users:?}"
+    );
+    Ok(())
+}

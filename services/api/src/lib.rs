@@ -1,17 +1,21 @@
-//! The operator HTTP API: health, persons, accounts, a person's audit
-//! timeline and hash-chain verification. Read-only over the event store and
-//! projections.
+//! The operator HTTP API: health, persons, accounts, schedules, a
+//! person's audit timeline, hash-chain verification, and, with a token
+//! configured, operator actions (dead-letter redrive, approvals).
 
+pub mod ops;
 pub mod queries;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use tenure_bus::Bus;
 use tenure_config::Config;
+use tenure_config::Secret;
 use tenure_store::sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -40,16 +44,84 @@ struct ListQuery {
     app: Option<String>,
 }
 
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    /// Needed by operator actions; read endpoints work without it.
+    pub bus: Option<Bus>,
+    pub token: Option<Secret>,
+    pub partitions: u32,
+}
+
+impl FromRef<ApiState> for PgPool {
+    fn from_ref(state: &ApiState) -> PgPool {
+        state.pool.clone()
+    }
+}
+
+/// Read-only router without authentication (tests, loopback installs).
 pub fn router(pool: PgPool) -> Router {
-    Router::new()
-        .route("/healthz", get(health))
+    router_with(ApiState {
+        pool,
+        bus: None,
+        token: None,
+        partitions: 8,
+    })
+}
+
+pub fn router_with(state: ApiState) -> Router {
+    let v1 = Router::new()
         .route("/v1/persons", get(list_persons))
         .route("/v1/persons/{key}", get(get_person))
         .route("/v1/persons/{key}/timeline", get(get_timeline))
         .route("/v1/accounts", get(list_accounts))
         .route("/v1/schedules", get(list_schedules))
         .route("/v1/audit/verify", get(verify))
-        .with_state(pool)
+        .route("/v1/dlq", get(list_dlq))
+        .route("/v1/dlq/{sequence}/redrive", post(redrive))
+        .route("/v1/staged", get(list_staged))
+        .route("/v1/apps/{app}/approve", post(approve))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(health))
+        .merge(v1)
+        .with_state(state)
+}
+
+/// With a token configured every /v1 request must carry it; without one,
+/// only reads are served.
+async fn authenticate(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    match &state.token {
+        Some(token) => {
+            let given = request
+                .headers()
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            let ok = given.is_some_and(|g| subtle_eq(g.as_bytes(), token.expose().as_bytes()));
+            if !ok {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing or wrong bearer token",
+                );
+            }
+        }
+        None if request.method() != axum::http::Method::GET => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "read_only",
+                "operator actions need api.token to be configured",
+            );
+        }
+        None => {}
+    }
+    next.run(request).await
+}
+
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    // Constant time for equal lengths; the token length is not secret.
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn health(State(pool): State<PgPool>) -> Response {
@@ -135,10 +207,112 @@ async fn verify(State(pool): State<PgPool>) -> Response {
     }
 }
 
-pub async fn run(cfg: &Config, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+#[derive(Deserialize)]
+struct DlqQuery {
+    app: Option<String>,
+    limit: Option<usize>,
+}
+
+fn no_bus() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no connection to NATS")
+}
+
+async fn list_dlq(State(state): State<ApiState>, Query(q): Query<DlqQuery>) -> Response {
+    let Some(bus) = state.bus.as_ref() else {
+        return no_bus();
+    };
+    match bus
+        .list_dlq(q.app.as_deref(), q.limit.unwrap_or(100).clamp(1, 10_000))
+        .await
+    {
+        Ok(entries) => Json(entries).into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+async fn redrive(State(state): State<ApiState>, Path(sequence): Path<u64>) -> Response {
+    let Some(bus) = state.bus.as_ref() else {
+        return no_bus();
+    };
+    match bus.redrive(sequence, state.partitions).await {
+        Ok(Some(job)) => Json(json!({ "redriven": sequence, "job": job })).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no dead letter #{sequence}"),
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+async fn list_staged(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> Response {
+    match ops::staged(&state.pool, q.app.as_deref()).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => db_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ApproveBody {
+    #[serde(default)]
+    persons: Vec<Uuid>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn approve(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    Json(body): Json<ApproveBody>,
+) -> Response {
+    if !body.all && body.persons.is_empty() {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "give `persons` or `all: true`",
+        );
+    }
+    let Some(bus) = state.bus.as_ref() else {
+        return no_bus();
+    };
+    let persons = (!body.all).then_some(body.persons.as_slice());
+    match ops::approve(&state.pool, bus, &app, persons, state.partitions).await {
+        Ok(released) => Json(json!({ "app": app, "released": released })).into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+pub async fn run(
+    cfg: &Config,
+    pool: PgPool,
+    bus: Option<Bus>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let token = match &cfg.api.token {
+        Some(t) => Some(t.resolve()?),
+        None => None,
+    };
+    let state = ApiState {
+        pool,
+        bus,
+        token,
+        partitions: cfg.engine.partitions,
+    };
     let listener = tokio::net::TcpListener::bind(&cfg.api.listen).await?;
     info!(listen = %listener.local_addr()?, "api listening");
-    axum::serve(listener, router(pool))
+    axum::serve(listener, router_with(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
     Ok(())

@@ -285,11 +285,26 @@ async fn persist(
     let after = decided.iter().fold(loaded.state.clone(), evolve);
     let new_version = recorded.last().map_or(loaded.version, |e| e.version);
 
-    if let (Some(lifecycle), Some(view)) = (
-        after.lifecycle,
-        view_at(&after.facts, now, &engine.ctx.policy),
-    ) {
-        let fact = current_fact(&after.facts, now);
+    // A person known only from future-dated records is listed as
+    // `scheduled`, with the attributes of the earliest of them.
+    let view = view_at(&after.facts, now, &engine.ctx.policy);
+    let first_future = after
+        .facts
+        .iter()
+        .filter(|f| f.effective > now)
+        .min_by_key(|f| f.effective);
+    let listed = match (after.lifecycle, &view, first_future) {
+        (Some(l), Some(v), _) => Some((
+            l.as_str(),
+            after.attributes.clone(),
+            v.start_at,
+            v.termination_at,
+            current_fact(&after.facts, now),
+        )),
+        (None, _, Some(f)) => Some(("scheduled", f.record.attributes(), None, None, Some(f))),
+        _ => None,
+    };
+    if let Some((status, attributes, start_at, termination_at, fact)) = listed {
         sqlx::query(
             "INSERT INTO persons (person_id, source, source_person_id, status, attributes, version, start_at, termination_at, time_zone, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
@@ -299,11 +314,11 @@ async fn persist(
         .bind(person_id)
         .bind(fact.map(|f| f.source.as_str()).unwrap_or(""))
         .bind(fact.map(|f| f.record.person_id.as_str()).unwrap_or(""))
-        .bind(lifecycle.as_str())
-        .bind(serde_json::to_value(&after.attributes).unwrap_or_default())
+        .bind(status)
+        .bind(serde_json::to_value(&attributes).unwrap_or_default())
         .bind(new_version)
-        .bind(view.start_at)
-        .bind(view.termination_at)
+        .bind(start_at)
+        .bind(termination_at)
         .bind(time_zone_of(&after, engine))
         .execute(&mut *conn)
         .await?;

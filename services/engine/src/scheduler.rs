@@ -19,6 +19,8 @@ use uuid::Uuid;
 /// Persons fired per transaction: large enough to amortise the commit,
 /// small enough that one slow person does not hold many locks for long.
 const BATCH: i64 = 64;
+/// Shortest pause between scheduler rounds.
+const MIN_WAIT: Duration = Duration::from_millis(20);
 
 /// One periodic task with its cron schedule.
 #[derive(Clone, Debug)]
@@ -176,20 +178,67 @@ async fn reconcile_app(
     app: &str,
     now: DateTime<Utc>,
 ) -> Result<(), ProcessError> {
-    let persons: Vec<Uuid> = sqlx::query_scalar("SELECT person_id FROM persons")
-        .fetch_all(&mut *conn)
-        .await?;
+    // Decide everyone again first, so a changed rule or a new app takes
+    // effect; then ask the fanout to repair drift for whoever has an
+    // entitlement in the app.
+    reevaluate(conn, engine, now).await?;
+    let persons: Vec<Uuid> =
+        sqlx::query_scalar("SELECT person_id FROM entitlements WHERE app = $1")
+            .bind(app)
+            .fetch_all(&mut *conn)
+            .await?;
     let run = Uuid::new_v5(
         &Uuid::NAMESPACE_OID,
         format!("cron:{app}:{}", now.timestamp_micros()).as_bytes(),
     );
+    queue_reconcile(conn, engine, app, &persons, run).await
+}
+
+/// Re-decides every known person at `now`, each in its own savepoint.
+/// Returns how many persons had something new to record.
+pub async fn reevaluate(
+    conn: &mut sqlx::PgConnection,
+    engine: &Engine,
+    now: DateTime<Utc>,
+) -> Result<usize, ProcessError> {
+    let persons: Vec<Uuid> = sqlx::query_scalar("SELECT person_id FROM persons")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut changed = 0;
+    for person in persons {
+        if !process::try_lock_person(&mut *conn, person).await? {
+            continue;
+        }
+        let mut sp = sqlx::Connection::begin(&mut *conn).await?;
+        match process::tick_person(&mut sp, engine, person, None, now).await {
+            Ok(events) => {
+                sp.commit().await?;
+                changed += usize::from(!events.is_empty());
+            }
+            Err(e) => {
+                sp.rollback().await?;
+                warn!(person = %person, error = %e, "could not re-evaluate a person");
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// Queues a level-triggered job per person for `app` through the outbox.
+pub async fn queue_reconcile(
+    conn: &mut sqlx::PgConnection,
+    engine: &Engine,
+    app: &str,
+    persons: &[Uuid],
+    run: Uuid,
+) -> Result<(), ProcessError> {
     let mut ids = Vec::with_capacity(persons.len());
     let mut subjects_ = Vec::with_capacity(persons.len());
     let mut payloads = Vec::with_capacity(persons.len());
     for p in persons {
         let job = Job {
             app: app.to_string(),
-            person_id: p,
+            person_id: *p,
             correlation_id: run,
             causation_id: None,
             approved: false,
@@ -272,10 +321,12 @@ pub async fn run(
             .await
             .ok()
             .flatten();
+        // A due row that could not fire (held by another engine, or a
+        // person that fails to load) must not make this loop spin.
         let wait = next
             .map(|n| (n - clock.now()).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(poll)
-            .min(poll);
+            .clamp(MIN_WAIT.min(poll), poll);
         let woken = async {
             match listener.as_mut() {
                 Some(l) => {

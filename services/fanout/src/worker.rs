@@ -225,6 +225,21 @@ impl AppWorker {
             .and_then(Entitlement::parse)
             .unwrap_or_default();
         let desired = mapping::desired(&self.app, job.person_id, &attributes, entitlement);
+        // Anonymising is for an account that exists; never create one for it.
+        if entitlement == Entitlement::Purged
+            && self.app.purge_action == tenure_domain::PurgeAction::Anonymise
+        {
+            let linked: Option<Option<String>> = sqlx::query_scalar(
+                "SELECT remote_id FROM accounts WHERE app = $1 AND person_id = $2",
+            )
+            .bind(&self.app.name)
+            .bind(job.person_id)
+            .fetch_optional(&self.pool)
+            .await?;
+            if linked.flatten().is_none() {
+                return Ok(Outcome::InSync);
+            }
+        }
         let stream = account_stream(&self.app.name, job.person_id);
         let mut conn = self.pool.acquire().await?;
         let version = tenure_store::stream_version(&mut conn, &stream).await?;

@@ -249,14 +249,18 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Dlq { command } => dlq(&cfg, command).await,
         Cmd::Staged { app } => {
             let pool = service_pool(&cfg, 2).await?;
-            let rows = staged(&pool, app.as_deref()).await?;
+            let rows = tenure_api::ops::staged(&pool, app.as_deref()).await?;
             if rows.is_empty() {
                 println!("nothing is held by the mass-change guard");
             }
-            for (app, person, email, reason, at) in rows {
+            for r in rows {
                 println!(
-                    "{app:<12} {person} {email:<30} held {} — {reason}",
-                    at.format("%Y-%m-%d %H:%M:%S")
+                    "{:<12} {} {:<30} held {} — {}",
+                    r.app,
+                    r.person_id,
+                    r.email,
+                    r.staged_at.format("%Y-%m-%d %H:%M:%S"),
+                    r.reason
                 );
             }
             Ok(())
@@ -410,7 +414,8 @@ async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
 
 async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    let needs_bus = services.iter().any(|s| *s != Service::Api);
+    // The api uses the bus for operator actions (redrive, approve).
+    let needs_bus = !services.is_empty();
     let bus = if needs_bus {
         Some(
             Bus::connect(
@@ -458,7 +463,9 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
             }
             Service::Api => {
                 let pool = service_pool(&cfg, 4).await?;
-                tasks.spawn(async move { tenure_api::run(&cfg, pool, token).await.context("api") });
+                tasks.spawn(
+                    async move { tenure_api::run(&cfg, pool, bus, token).await.context("api") },
+                );
             }
         }
     }
@@ -505,25 +512,6 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
     }
 }
 
-type StagedRow = (
-    String,
-    uuid::Uuid,
-    String,
-    String,
-    chrono::DateTime<chrono::Utc>,
-);
-
-async fn staged(pool: &PgPool, app: Option<&str>) -> anyhow::Result<Vec<StagedRow>> {
-    Ok(sqlx::query_as(
-        "SELECT s.app, s.person_id, coalesce(p.attributes->>'email', ''), s.reason, s.staged_at
-         FROM staged_changes s LEFT JOIN persons p ON p.person_id = s.person_id
-         WHERE $1::text IS NULL OR s.app = $1 ORDER BY s.staged_at",
-    )
-    .bind(app)
-    .fetch_all(pool)
-    .await?)
-}
-
 async fn approve(cfg: &Config, app: &str, persons: &[String], all: bool) -> anyhow::Result<()> {
     cfg.app(app)
         .with_context(|| format!("no app named {app:?} in the configuration"))?;
@@ -543,37 +531,8 @@ async fn approve(cfg: &Config, app: &str, persons: &[String], all: bool) -> anyh
         Duration::from_secs(cfg.nats.duplicate_window_secs),
     )
     .await?;
-    let rows: Vec<(uuid::Uuid, serde_json::Value, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-        "SELECT person_id, job, staged_at FROM staged_changes WHERE app = $1 ORDER BY staged_at",
-    )
-    .bind(app)
-    .fetch_all(&pool)
-    .await?;
-    let mut released = 0;
-    for (person, job, staged_at) in rows {
-        if !all && !wanted.contains(&person) {
-            continue;
-        }
-        let mut job: tenure_bus::Job = serde_json::from_value(job)?;
-        job.approved = true;
-        bus.publish(
-            &tenure_bus::subjects::jobs(app, job.partition(cfg.engine.partitions)),
-            &format!("approve:{app}:{person}:{}", staged_at.timestamp_micros()),
-            &[],
-            bytes::Bytes::from(serde_json::to_vec(&job)?),
-        )
-        .await?;
-        // After the publish: a crash in between only means approving again.
-        sqlx::query(
-            "DELETE FROM staged_changes WHERE app = $1 AND person_id = $2 AND staged_at = $3",
-        )
-        .bind(app)
-        .bind(person)
-        .bind(staged_at)
-        .execute(&pool)
-        .await?;
-        released += 1;
-    }
+    let only = (!all).then_some(wanted.as_slice());
+    let released = tenure_api::ops::approve(&pool, &bus, app, only, cfg.engine.partitions).await?;
     println!("{released} held change(s) released for {app}");
     Ok(())
 }
@@ -723,13 +682,23 @@ async fn reconcile(cfg: &Config, app: Option<&str>) -> anyhow::Result<()> {
         Duration::from_secs(cfg.nats.duplicate_window_secs),
     )
     .await?;
-    let persons: Vec<uuid::Uuid> =
-        sqlx::query_scalar("SELECT person_id FROM persons ORDER BY person_id")
-            .fetch_all(&pool)
-            .await?;
+    // Decide everyone again under the current configuration (a new app or
+    // rule takes effect here); the engine's relay delivers what changed.
+    let engine = tenure_engine::Engine::from_config(cfg)?;
+    let mut tx = pool.begin().await?;
+    let changed =
+        tenure_engine::scheduler::reevaluate(&mut tx, &engine, chrono::Utc::now()).await?;
+    tx.commit().await?;
+    println!("re-evaluated: {changed} person(s) changed under the current configuration");
     let run = uuid::Uuid::new_v4();
     let mut batch = Vec::new();
     for app in &apps {
+        let persons: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT person_id FROM entitlements WHERE app = $1 ORDER BY person_id",
+        )
+        .bind(app)
+        .fetch_all(&pool)
+        .await?;
         for person_id in &persons {
             let job = tenure_bus::Job {
                 app: app.to_string(),

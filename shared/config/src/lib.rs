@@ -216,12 +216,17 @@ impl Default for FanoutConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     pub listen: String,
+    /// Bearer token for the API. Without it the API is read-only and open
+    /// (keep it on a private network); with it every /v1 request needs it
+    /// and operator actions (redrive, approve) are enabled.
+    pub token: Option<SecretRef>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8081".into(),
+            token: None,
         }
     }
 }

@@ -271,6 +271,7 @@ mod tests {
             start_at: None,
             end_at: None,
             termination_at: None,
+            revoked_immediately: false,
         }
     }
 

@@ -60,10 +60,7 @@ impl Lifecycle {
     }
 
     fn was_employed(self) -> bool {
-        matches!(
-            self,
-            Lifecycle::Terminated | Lifecycle::Purged | Lifecycle::Cancelled
-        )
+        matches!(self, Lifecycle::Terminated | Lifecycle::Purged)
     }
 }
 
@@ -140,6 +137,9 @@ pub struct View {
     pub end_at: Option<DateTime<Utc>>,
     /// When access ends (end of the last day, or at once when revoked).
     pub termination_at: Option<DateTime<Utc>>,
+    /// The source asked to cut access at once.
+    #[serde(default)]
+    pub revoked_immediately: bool,
 }
 
 /// The newest fact in force at `now`.
@@ -191,6 +191,8 @@ pub fn view_at(facts: &[Fact], now: DateTime<Utc>, policy: &Policy) -> Option<Vi
         start_at,
         end_at,
         termination_at,
+        revoked_immediately: r.revoke_immediately
+            && r.employment_status != EmploymentStatus::Rescinded,
     })
 }
 
@@ -503,14 +505,12 @@ fn transition(from: Option<Lifecycle>, view: &View) -> PersonEvent {
 }
 
 fn termination_reason(view: &View) -> TerminationReason {
-    match (view.termination_at, view.end_at) {
-        (Some(t), Some(e)) if t == e => TerminationReason::EndOfLastDay,
-        (Some(t), _)
-            if Some(t) != view.end_at && view.since == t && view.end_at.is_some_and(|e| e > t) =>
-        {
-            TerminationReason::RevokedImmediately
-        }
-        _ => TerminationReason::Status,
+    if view.revoked_immediately {
+        TerminationReason::RevokedImmediately
+    } else if view.termination_at.is_some() && view.termination_at == view.end_at {
+        TerminationReason::EndOfLastDay
+    } else {
+        TerminationReason::Status
     }
 }
 
@@ -610,7 +610,9 @@ pub fn wakeups(state: &Person, ctx: &Context, now: DateTime<Utc>) -> Vec<Wakeup>
     for f in &state.facts {
         add(f.effective, "record", None);
     }
-    if let Some(view) = view_at(&state.facts, now, &ctx.policy) {
+    if let Some(view) =
+        view_at(&state.facts, now, &ctx.policy).filter(|v| v.lifecycle != Lifecycle::Cancelled)
+    {
         if let Some(s) = view.start_at {
             add(s, "start", None);
         }
@@ -887,6 +889,40 @@ mod tests {
     }
 
     #[test]
+    fn revoke_immediately_without_a_last_day_says_so() {
+        let c = ctx();
+        let (s, _) = apply(
+            &Person::default(),
+            &record(
+                EmploymentStatus::Active,
+                "2026-01-05",
+                "2026-01-05T09:00:00Z",
+            ),
+            "2026-01-05T09:00:00Z",
+            "d1",
+            &c,
+        );
+        let mut urgent = record(
+            EmploymentStatus::Terminated,
+            "2026-01-05",
+            "2026-05-20T09:00:00Z",
+        );
+        urgent.revoke_immediately = true;
+        let (_, ev) = apply(&s, &urgent, "2026-05-20T09:00:00Z", "d2", &c);
+        assert!(
+            matches!(
+                ev[1],
+                PersonEvent::PersonTerminated {
+                    reason: TerminationReason::RevokedImmediately,
+                    ..
+                }
+            ),
+            "{:?}",
+            ev[1]
+        );
+    }
+
+    #[test]
     fn a_future_move_applies_on_its_date_not_before() {
         let c = ctx();
         let (s, _) = apply(
@@ -944,7 +980,7 @@ mod tests {
     }
 
     #[test]
-    fn rescinded_hire_and_rehire() {
+    fn rescinded_hire_then_a_new_hire() {
         let mut c = ctx();
         c.apps[0].pre_provision_days = 7;
         let (s, _) = apply(
@@ -994,11 +1030,7 @@ mod tests {
         );
         assert_eq!(
             types(&ev),
-            [
-                "SourceRecordReceived",
-                "PersonRehired",
-                "EntitlementChanged"
-            ]
+            ["SourceRecordReceived", "PersonHired", "EntitlementChanged"]
         );
         assert_eq!(s.entitlement("wiki"), Entitlement::Active);
     }
