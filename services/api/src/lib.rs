@@ -214,7 +214,11 @@ struct DlqQuery {
 }
 
 fn no_bus() -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no connection to NATS")
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "no connection to NATS",
+    )
 }
 
 async fn list_dlq(State(state): State<ApiState>, Query(q): Query<DlqQuery>) -> Response {

@@ -1,16 +1,18 @@
 //! The HTTP side: one [`ScimClient`] per downstream app, turning SCIM calls
 //! into [`Call`]s (value plus audit record) or [`ScimError`]s.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, IF_MATCH, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Value};
 use tracing::Instrument;
 
 use crate::diff::{Capabilities, Op, PatchOp};
 pub use crate::error::{CallRecord, ScimError};
+use crate::profile::Profile;
 use crate::user::{get_ci, RemoteUser, UserSpec, PATCH_OP_SCHEMA};
 
 const SCIM_JSON: &str = "application/scim+json";
@@ -53,6 +55,30 @@ impl<T> Call<T> {
             value: f(self.value),
             record: self.record,
         }
+    }
+}
+
+/// One page of a list (RFC 7644 §3.4.2 ListResponse).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The server's `totalResults`: all matches, not just this page.
+    pub total_results: usize,
+    /// 1-based index of the first item of this page.
+    pub start_index: usize,
+    pub items: Vec<T>,
+}
+
+/// The page cap of [`ScimClient::list_all_users`].
+pub const MAX_LIST_PAGES: usize = 10_000;
+
+/// The `If-Match` value for a write to `remote`: its ETag when the server
+/// supports ETags (`caps.etag`) and the account was read with one, else
+/// `None` (an unconditional write, as without ETag support).
+pub fn if_match(caps: Capabilities, remote: Option<&RemoteUser>) -> Option<&str> {
+    if caps.etag {
+        remote.and_then(|r| r.etag.as_deref())
+    } else {
+        None
     }
 }
 
@@ -155,8 +181,8 @@ impl ScimClient {
     /// taken as unsupported, the safe reading. A 404 or 501 comes back as an
     /// `Http` error for which [`ScimError::is_discovery_unsupported`] is true.
     pub async fn service_provider_config(&self) -> Result<Call<Capabilities>, ScimError> {
-        let (url, rel) = self.url(&["ServiceProviderConfig"], None)?;
-        let (raw, record) = self.send(Method::GET, url, rel, None, None).await?;
+        let (url, rel) = self.url(&["ServiceProviderConfig"], &[])?;
+        let (raw, record) = self.send(Method::GET, url, rel, None, None, None).await?;
         if !raw.status.is_success() {
             return Err(http_error(raw, record));
         }
@@ -182,8 +208,10 @@ impl ScimClient {
 
     /// `None` when the server says 404.
     pub async fn get_user(&self, id: &str) -> Result<Call<Option<RemoteUser>>, ScimError> {
-        let (url, rel) = self.url(&["Users", id], None)?;
-        let (raw, record) = self.send(Method::GET, url, rel, Some(id), None).await?;
+        let (url, rel) = self.url(&["Users", id], &[])?;
+        let (raw, record) = self
+            .send(Method::GET, url, rel, Some(id), None, None)
+            .await?;
         if raw.status == StatusCode::NOT_FOUND {
             return Ok(Call {
                 value: None,
@@ -221,8 +249,8 @@ impl ScimClient {
             )));
         };
         let filter = format!("{attribute} eq {}", filter_string(value));
-        let (url, rel) = self.url(&["Users"], Some(("filter", &filter)))?;
-        let (raw, mut record) = self.send(Method::GET, url, rel, None, None).await?;
+        let (url, rel) = self.url(&["Users"], &[("filter", &filter)])?;
+        let (raw, mut record) = self.send(Method::GET, url, rel, None, None, None).await?;
         if !raw.status.is_success() {
             return Err(http_error(raw, record));
         }
@@ -268,9 +296,44 @@ impl ScimClient {
     }
 
     pub async fn create_user(&self, spec: &UserSpec) -> Result<Call<RemoteUser>, ScimError> {
-        let (url, rel) = self.url(&["Users"], None)?;
-        let body = spec.to_scim();
-        let (raw, mut record) = self.send(Method::POST, url, rel, None, Some(&body)).await?;
+        self.post_user(spec.to_scim()).await
+    }
+
+    /// [`ScimClient::create_user`] under an app's profile: the body is
+    /// [`UserSpec::to_scim_with`], so no `externalId` goes to an app that
+    /// does not store it.
+    pub async fn create_user_with(
+        &self,
+        spec: &UserSpec,
+        profile: &Profile,
+    ) -> Result<Call<RemoteUser>, ScimError> {
+        self.post_user(spec.to_scim_with(profile)).await
+    }
+
+    /// [`ScimClient::find_user`] under an app's profile: looking up by
+    /// `externalId` in an app that does not store it is a `Config` error and
+    /// sends nothing (it could only ever miss, or match by accident). Use
+    /// [`Profile::lookup_attributes`] for the attributes that make sense.
+    pub async fn find_user_with(
+        &self,
+        attribute: &str,
+        value: &str,
+        profile: &Profile,
+    ) -> Result<Call<Option<RemoteUser>>, ScimError> {
+        if attribute.eq_ignore_ascii_case("externalId") && !profile.external_id {
+            return Err(ScimError::Config(format!(
+                "profile {} does not store externalId; look up by userName",
+                profile.name
+            )));
+        }
+        self.find_user(attribute, value).await
+    }
+
+    async fn post_user(&self, body: Value) -> Result<Call<RemoteUser>, ScimError> {
+        let (url, rel) = self.url(&["Users"], &[])?;
+        let (raw, mut record) = self
+            .send(Method::POST, url, rel, None, Some(&body), None)
+            .await?;
         if !raw.status.is_success() {
             return Err(http_error(raw, record));
         }
@@ -289,15 +352,24 @@ impl ScimClient {
         id: &str,
         ops: &[PatchOp],
     ) -> Result<Call<Option<RemoteUser>>, ScimError> {
+        self.patch_inner(id, ops, None).await
+    }
+
+    async fn patch_inner(
+        &self,
+        id: &str,
+        ops: &[PatchOp],
+        if_match: Option<&str>,
+    ) -> Result<Call<Option<RemoteUser>>, ScimError> {
         // RFC 7644 requires at least one operation; sending none would only
         // earn a 400 that looks like a server problem in the audit log.
         if ops.is_empty() {
             return Err(ScimError::Config("PATCH without operations".into()));
         }
-        let (url, rel) = self.url(&["Users", id], None)?;
+        let (url, rel) = self.url(&["Users", id], &[])?;
         let body = json!({ "schemas": [PATCH_OP_SCHEMA], "Operations": ops });
         let (raw, record) = self
-            .send(Method::PATCH, url, rel, Some(id), Some(&body))
+            .send(Method::PATCH, url, rel, Some(id), Some(&body), if_match)
             .await?;
         if !raw.status.is_success() {
             return Err(http_error(raw, record));
@@ -322,13 +394,21 @@ impl ScimClient {
         id: &str,
         spec: &UserSpec,
     ) -> Result<Call<RemoteUser>, ScimError> {
-        let (url, rel) = self.url(&["Users", id], None)?;
-        let mut body = spec.to_scim();
+        self.put_inner(id, spec.to_scim(), None).await
+    }
+
+    async fn put_inner(
+        &self,
+        id: &str,
+        mut body: Value,
+        if_match: Option<&str>,
+    ) -> Result<Call<RemoteUser>, ScimError> {
+        let (url, rel) = self.url(&["Users", id], &[])?;
         if let Some(obj) = body.as_object_mut() {
             obj.insert("id".into(), id.into());
         }
         let (raw, record) = self
-            .send(Method::PUT, url, rel, Some(id), Some(&body))
+            .send(Method::PUT, url, rel, Some(id), Some(&body), if_match)
             .await?;
         if !raw.status.is_success() {
             return Err(http_error(raw, record));
@@ -343,8 +423,14 @@ impl ScimClient {
     /// A 404 counts as success: the account is gone either way, which is
     /// what a retried or repeated delete needs.
     pub async fn delete_user(&self, id: &str) -> Result<Call<()>, ScimError> {
-        let (url, rel) = self.url(&["Users", id], None)?;
-        let (raw, record) = self.send(Method::DELETE, url, rel, Some(id), None).await?;
+        self.delete_inner(id, None).await
+    }
+
+    async fn delete_inner(&self, id: &str, if_match: Option<&str>) -> Result<Call<()>, ScimError> {
+        let (url, rel) = self.url(&["Users", id], &[])?;
+        let (raw, record) = self
+            .send(Method::DELETE, url, rel, Some(id), None, if_match)
+            .await?;
         if raw.status.is_success() || raw.status == StatusCode::NOT_FOUND {
             return Ok(Call { value: (), record });
         }
@@ -354,21 +440,213 @@ impl ScimClient {
     /// Runs one planned operation. The value is the resource as the server
     /// returned it: `None` for a delete or a PATCH answered with 204.
     pub async fn execute(&self, op: &Op) -> Result<Call<Option<RemoteUser>>, ScimError> {
+        self.run(op, None, None).await
+    }
+
+    /// [`ScimClient::execute`] as a conditional write: a PATCH, PUT or DELETE
+    /// carries `If-Match: <etag>` when `etag` is `Some` (a create has nothing
+    /// to match and ignores it). Pass [`if_match`]`(caps, remote)` to send it
+    /// only when the server supports ETags. If the account changed since it
+    /// was read the server answers 412, an `Http` error for which
+    /// [`ScimError::is_precondition_failed`] is true: read again, diff again.
+    ///
+    /// The tag is sent as read (`meta.version`, often weak: `W/"3"`), as RFC
+    /// 7644 §3.14 shows; a server applying HTTP's strong comparison to weak
+    /// tags would refuse every conditional write, so such an app needs a
+    /// profile with `etag = false`.
+    pub async fn execute_if_match(
+        &self,
+        op: &Op,
+        etag: Option<&str>,
+    ) -> Result<Call<Option<RemoteUser>>, ScimError> {
+        self.run(op, None, etag).await
+    }
+
+    /// [`ScimClient::execute_if_match`] under an app's profile. Create and
+    /// PUT bodies go through [`UserSpec::to_scim_with`]. An op the profile
+    /// forbids (a `Replace` where PUT is not allowed, a PATCH of `externalId`
+    /// where it is not stored) is a `Config` error and nothing is sent;
+    /// [`crate::diff_with`] never plans one.
+    pub async fn execute_with(
+        &self,
+        op: &Op,
+        profile: &Profile,
+        etag: Option<&str>,
+    ) -> Result<Call<Option<RemoteUser>>, ScimError> {
         match op {
-            Op::Create(spec) => Ok(self.create_user(spec).await?.map(Some)),
-            Op::Patch { id, ops } => self.patch_user(id, ops).await,
-            Op::Replace { id, spec } => Ok(self.replace_user(id, spec).await?.map(Some)),
-            Op::Delete { id } => Ok(self.delete_user(id).await?.map(|()| None)),
+            Op::Replace { .. } if !profile.put_allowed => {
+                return Err(ScimError::Config(format!(
+                    "profile {} does not allow PUT; plan with diff_with",
+                    profile.name
+                )));
+            }
+            Op::Patch { ops, .. }
+                if !profile.external_id
+                    && ops
+                        .iter()
+                        .any(|p| p.path.eq_ignore_ascii_case(crate::diff::PATH_EXTERNAL_ID)) =>
+            {
+                return Err(ScimError::Config(format!(
+                    "profile {} does not store externalId; plan with diff_with",
+                    profile.name
+                )));
+            }
+            _ => {}
         }
+        self.run(op, Some(profile), etag).await
+    }
+
+    async fn run(
+        &self,
+        op: &Op,
+        profile: Option<&Profile>,
+        etag: Option<&str>,
+    ) -> Result<Call<Option<RemoteUser>>, ScimError> {
+        let body = |spec: &UserSpec| match profile {
+            Some(p) => spec.to_scim_with(p),
+            None => spec.to_scim(),
+        };
+        match op {
+            Op::Create(spec) => Ok(self.post_user(body(spec)).await?.map(Some)),
+            Op::Patch { id, ops } => self.patch_inner(id, ops, etag).await,
+            Op::Replace { id, spec } => Ok(self.put_inner(id, body(spec), etag).await?.map(Some)),
+            Op::Delete { id } => Ok(self.delete_inner(id, etag).await?.map(|()| None)),
+        }
+    }
+
+    /// One page of `GET /Users?startIndex=..&count=..` (RFC 7644 §3.4.2.4).
+    /// `start_index` is 1-based. The page's `start_index` is the server's
+    /// (the requested one when it does not say) and `items` may be fewer, or
+    /// more, than `count`: servers cap pages and some ignore `count`.
+    pub async fn list_users(
+        &self,
+        start_index: usize,
+        count: usize,
+    ) -> Result<Call<Page<RemoteUser>>, ScimError> {
+        if start_index == 0 {
+            return Err(ScimError::Config("startIndex is 1-based".into()));
+        }
+        let start = start_index.to_string();
+        let count = count.to_string();
+        let (url, rel) = self.url(&["Users"], &[("startIndex", &start), ("count", &count)])?;
+        let (raw, record) = self.send(Method::GET, url, rel, None, None, None).await?;
+        if !raw.status.is_success() {
+            return Err(http_error(raw, record));
+        }
+        let doc = parse_json(&raw, &record)?;
+        let Some(obj) = doc.as_object() else {
+            return Err(invalid(record, "list response is not an object".into()));
+        };
+        let number = |key: &str| match get_ci(obj, key) {
+            Some(Value::Number(n)) => n.as_u64().and_then(|n| usize::try_from(n).ok()),
+            // Some servers send numbers as strings.
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        let Some(total_results) = number("totalResults") else {
+            return Err(invalid(record, "list response has no totalResults".into()));
+        };
+        let items = match get_ci(obj, "Resources") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => {
+                let mut users = Vec::with_capacity(items.len());
+                for item in items {
+                    match RemoteUser::from_scim(item) {
+                        Ok(u) => users.push(u),
+                        Err(e) => return Err(invalid(record, e.to_string())),
+                    }
+                }
+                users
+            }
+            Some(_) => return Err(invalid(record, "Resources is not an array".into())),
+        };
+        let page = Page {
+            total_results,
+            start_index: number("startIndex").unwrap_or(start_index),
+            items,
+        };
+        Ok(Call {
+            value: page,
+            record,
+        })
+    }
+
+    /// Every user, `page_size` at a time, with the record of each page call.
+    /// Stops at [`MAX_LIST_PAGES`] pages; see [`ScimClient::list_all_users_capped`].
+    pub async fn list_all_users(
+        &self,
+        page_size: usize,
+    ) -> Result<(Vec<RemoteUser>, Vec<CallRecord>), ScimError> {
+        self.list_all_users_capped(page_size, MAX_LIST_PAGES).await
+    }
+
+    /// Pages through `/Users` until done, guarded against servers that
+    /// ignore `count` or `startIndex` or misreport `totalResults`:
+    ///
+    /// - the next page starts after the users actually received, not after
+    ///   `count`, and a short page is not taken as the end (servers may cap
+    ///   pages below `count`);
+    /// - it stops on an empty page, or once the next start is past
+    ///   `totalResults`;
+    /// - a user listed twice is kept once, and a page with no user not
+    ///   already listed is an `InvalidResponse` error (the server ignores
+    ///   `startIndex`; going on would loop);
+    /// - more than `max_pages` pages is an `InvalidResponse` error rather
+    ///   than a silently partial list.
+    pub async fn list_all_users_capped(
+        &self,
+        page_size: usize,
+        max_pages: usize,
+    ) -> Result<(Vec<RemoteUser>, Vec<CallRecord>), ScimError> {
+        if page_size == 0 {
+            return Err(ScimError::Config("page size must be positive".into()));
+        }
+        let mut users = Vec::new();
+        let mut seen = HashSet::new();
+        let mut records = Vec::new();
+        let mut start = 1usize;
+        for _ in 0..max_pages {
+            let call = self.list_users(start, page_size).await?;
+            let page = call.value;
+            records.push(call.record.clone());
+            if page.items.is_empty() {
+                return Ok((users, records));
+            }
+            let received = page.items.len();
+            let before = users.len();
+            for user in page.items {
+                if seen.insert(user.id.clone()) {
+                    users.push(user);
+                }
+            }
+            if users.len() == before {
+                return Err(invalid(
+                    call.record,
+                    format!("page at startIndex {start} repeats users already listed; the server seems to ignore startIndex"),
+                ));
+            }
+            start = start.saturating_add(received);
+            if start > page.total_results {
+                return Ok((users, records));
+            }
+        }
+        let last = records.pop().unwrap_or_else(|| CallRecord {
+            method: "GET".into(),
+            path: "/Users".into(),
+            status: None,
+            latency_ms: 0,
+            remote_id: None,
+            error: None,
+        });
+        Err(invalid(
+            last,
+            format!("more than {max_pages} pages of users; refusing to go on"),
+        ))
     }
 
     /// The absolute URL for `segments` under the base, and the relative
     /// path for the audit record (query shown unencoded, for readability).
-    fn url(
-        &self,
-        segments: &[&str],
-        query: Option<(&str, &str)>,
-    ) -> Result<(Url, String), ScimError> {
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<(Url, String), ScimError> {
         if segments.iter().any(|s| s.is_empty()) {
             return Err(ScimError::Config("empty SCIM resource id".into()));
         }
@@ -386,9 +664,14 @@ impl ScimClient {
             .strip_prefix(&self.base_path)
             .unwrap_or(url.path())
             .to_owned();
-        if let Some((key, value)) = query {
-            url.query_pairs_mut().append_pair(key, value);
-            rel = format!("{rel}?{key}={value}");
+        if !query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (key, value) in query {
+                pairs.append_pair(key, value);
+            }
+            drop(pairs);
+            let shown: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            rel = format!("{rel}?{}", shown.join("&"));
         }
         Ok((url, rel))
     }
@@ -402,7 +685,17 @@ impl ScimClient {
         rel: String,
         remote_id: Option<&str>,
         body: Option<&Value>,
+        if_match: Option<&str>,
     ) -> Result<(Raw, CallRecord), ScimError> {
+        // Checked before anything is recorded: a bad stored version is our
+        // problem, not the server's.
+        let if_match = if_match
+            .map(|tag| {
+                HeaderValue::from_str(tag).map_err(|_| {
+                    ScimError::Config("ETag contains characters not allowed in a header".into())
+                })
+            })
+            .transpose()?;
         let span = tracing::info_span!(
             "scim_request",
             method = %method,
@@ -427,6 +720,9 @@ impl ScimClient {
             Auth::Bearer(token) => req.bearer_auth(token),
             Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
         };
+        if let Some(tag) = if_match {
+            req = req.header(IF_MATCH, tag);
+        }
         if let Some(body) = body {
             let bytes = serde_json::to_vec(body)
                 .map_err(|e| ScimError::Config(format!("cannot encode request: {e}")))?;
@@ -654,17 +950,25 @@ mod tests {
     fn urls_and_record_paths() {
         let c = ScimClient::new("http://h:1/tenant/v2/", Auth::None, Duration::from_secs(1))
             .expect("valid client");
-        let (url, rel) = c.url(&["Users", "a b/../c"], None).expect("url");
+        let (url, rel) = c.url(&["Users", "a b/../c"], &[]).expect("url");
         assert_eq!(url.as_str(), "http://h:1/tenant/v2/Users/a%20b%2F..%2Fc");
         assert_eq!(rel, "/Users/a%20b%2F..%2Fc");
         let (url, rel) = c
-            .url(&["Users"], Some(("filter", "userName eq \"x\"")))
+            .url(&["Users"], &[("filter", "userName eq \"x\"")])
             .expect("url");
         assert_eq!(
             url.as_str(),
             "http://h:1/tenant/v2/Users?filter=userName+eq+%22x%22"
         );
         assert_eq!(rel, "/Users?filter=userName eq \"x\"");
-        assert!(c.url(&["Users", ""], None).is_err());
+        assert!(c.url(&["Users", ""], &[]).is_err());
+        let (url, rel) = c
+            .url(&["Users"], &[("startIndex", "3"), ("count", "2")])
+            .expect("url");
+        assert_eq!(
+            url.as_str(),
+            "http://h:1/tenant/v2/Users?startIndex=3&count=2"
+        );
+        assert_eq!(rel, "/Users?startIndex=3&count=2");
     }
 }

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::profile::Profile;
 use crate::user::{non_empty, non_empty_opt, work_emails, RemoteUser, UserSpec};
 
 /// What Tenure wants for one person in one app.
@@ -142,12 +143,54 @@ pub fn apply_patch(remote: &RemoteUser, ops: &[PatchOp]) -> Option<RemoteUser> {
 }
 
 /// The operations that make `remote` match `desired`; empty when it already
-/// does. At most one operation is returned.
+/// does. At most one operation is returned. The same as [`diff_with`] and the
+/// generic profile.
 pub fn diff(desired: &Desired, remote: Option<&RemoteUser>, caps: Capabilities) -> Vec<Op> {
+    diff_inner(desired, remote, caps, true)
+}
+
+/// [`diff`] under an app's [`Profile`]:
+///
+/// - `external_id = false`: the spec's `externalId` is left out of the specs
+///   of `Create` and `Replace` and never compared or patched (the app does not
+///   store it, so whatever it reports, or does not, counts as equal);
+/// - `put_allowed = false`: never `Replace`; updates and deactivations are
+///   `Patch`, whatever `caps.patch` says.
+pub fn diff_with(
+    desired: &Desired,
+    remote: Option<&RemoteUser>,
+    caps: Capabilities,
+    profile: &Profile,
+) -> Vec<Op> {
+    let caps = if profile.put_allowed {
+        caps
+    } else {
+        Capabilities {
+            patch: true,
+            ..caps
+        }
+    };
+    let mut ops = diff_inner(desired, remote, caps, profile.external_id);
+    if !profile.external_id {
+        for op in &mut ops {
+            if let Op::Create(spec) | Op::Replace { spec, .. } = op {
+                spec.external_id.clear();
+            }
+        }
+    }
+    ops
+}
+
+fn diff_inner(
+    desired: &Desired,
+    remote: Option<&RemoteUser>,
+    caps: Capabilities,
+    external_id: bool,
+) -> Vec<Op> {
     match (desired, remote) {
         (Desired::Present(spec), None) => vec![Op::Create(spec.clone())],
         (Desired::Present(spec), Some(remote)) => {
-            let ops = attribute_changes(spec, remote);
+            let ops = attribute_changes(spec, remote, external_id);
             if ops.is_empty() {
                 Vec::new()
             } else if caps.patch {
@@ -196,19 +239,24 @@ fn set(path: &str, value: Option<&str>) -> PatchOp {
     }
 }
 
-fn attribute_changes(spec: &UserSpec, remote: &RemoteUser) -> Vec<PatchOp> {
+/// `external_id = false` leaves `externalId` out of the comparison.
+fn attribute_changes(spec: &UserSpec, remote: &RemoteUser, external_id: bool) -> Vec<PatchOp> {
     let mut ops = Vec::new();
     // userName is caseExact=false (RFC 7643 §4.1.1): a case-only difference
     // is the same name, and servers may normalise its case.
     if spec.user_name.to_lowercase() != remote.user_name.to_lowercase() {
         ops.push(PatchOp::replace(PATH_USER_NAME, spec.user_name.as_str()));
     }
-    let strings = [
+    let (want_external, have_external) = if external_id {
         (
-            PATH_EXTERNAL_ID,
             non_empty(&spec.external_id),
             non_empty_opt(&remote.external_id),
-        ),
+        )
+    } else {
+        (None, None)
+    };
+    let strings = [
+        (PATH_EXTERNAL_ID, want_external, have_external),
         (
             PATH_GIVEN_NAME,
             non_empty(&spec.given_name),
@@ -578,7 +626,149 @@ mod tests {
         })
     }
 
+    #[test]
+    fn profile_without_external_id_neither_sends_nor_compares_it() {
+        let nextcloud = crate::profile::builtin("nextcloud").expect("nextcloud");
+        let s = spec();
+        let mut without = s.clone();
+        without.external_id = String::new();
+        assert_eq!(
+            diff_with(
+                &Desired::Present(s.clone()),
+                None,
+                Capabilities::default(),
+                &nextcloud
+            ),
+            vec![Op::Create(without.clone())]
+        );
+        // The server reports no externalId (or a stale one): equal either way.
+        let mut r = remote_of(&s);
+        r.external_id = None;
+        assert!(diff_with(
+            &Desired::Present(s.clone()),
+            Some(&r),
+            Capabilities::default(),
+            &nextcloud
+        )
+        .is_empty());
+        r.external_id = Some("other".into());
+        assert!(diff_with(
+            &Desired::Present(s.clone()),
+            Some(&r),
+            Capabilities::default(),
+            &nextcloud
+        )
+        .is_empty());
+        // The generic diff would patch it.
+        assert_eq!(
+            diff(
+                &Desired::Present(s.clone()),
+                Some(&r),
+                Capabilities::default()
+            ),
+            vec![Op::Patch {
+                id: "u1".into(),
+                ops: vec![PatchOp::replace(PATH_EXTERNAL_ID, "E-1")]
+            }]
+        );
+        // A PUT carries no externalId either.
+        r.title = None;
+        let no_patch = Capabilities {
+            patch: false,
+            ..Capabilities::default()
+        };
+        assert_eq!(
+            diff_with(&Desired::Present(s), Some(&r), no_patch, &nextcloud),
+            vec![Op::Replace {
+                id: "u1".into(),
+                spec: without
+            }]
+        );
+    }
+
+    #[test]
+    fn profile_without_put_patches_even_without_patch_support() {
+        let gitlab = crate::profile::builtin("gitlab").expect("gitlab");
+        let no_patch = Capabilities {
+            patch: false,
+            ..Capabilities::default()
+        };
+        let s = spec();
+        let r = remote_of(&s);
+        assert_eq!(
+            diff_with(&Desired::Deactivated, Some(&r), no_patch, &gitlab),
+            vec![Op::Patch {
+                id: "u1".into(),
+                ops: vec![PatchOp::replace(PATH_ACTIVE, false)]
+            }]
+        );
+        let mut moved = s.clone();
+        moved.title = Some("Lead".into());
+        assert_eq!(
+            diff_with(&Desired::Present(moved), Some(&r), no_patch, &gitlab),
+            vec![Op::Patch {
+                id: "u1".into(),
+                ops: vec![PatchOp::replace(PATH_TITLE, "Lead")]
+            }]
+        );
+    }
+
+    fn any_profile() -> impl Strategy<Value = Profile> {
+        (
+            prop::sample::select(crate::profile::BUILTIN_NAMES.to_vec()),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(name, external_id, put_allowed)| Profile {
+                external_id,
+                put_allowed,
+                ..crate::profile::builtin(name).expect("builtin")
+            })
+    }
+
     proptest! {
+        #[test]
+        fn generic_profile_is_plain_diff(
+            desired in any_desired(),
+            remote in prop::option::of(any_remote()),
+            caps in any_caps(),
+        ) {
+            prop_assert_eq!(
+                diff_with(&desired, remote.as_ref(), caps, &Profile::generic()),
+                diff(&desired, remote.as_ref(), caps)
+            );
+        }
+
+        #[test]
+        fn profiles_converge_and_respect_their_restrictions(
+            desired in any_desired(),
+            remote in prop::option::of(any_remote()),
+            caps in any_caps(),
+            profile in any_profile(),
+        ) {
+            let ops = diff_with(&desired, remote.as_ref(), caps, &profile);
+            prop_assert!(ops.len() <= 1);
+            let after = apply_all(&ops, remote.clone());
+            let again = diff_with(&desired, after.as_ref(), caps, &profile);
+            prop_assert!(again.is_empty(), "second diff not empty: {:?}", again);
+            for op in &ops {
+                if !profile.put_allowed {
+                    prop_assert!(!matches!(op, Op::Replace { .. }), "PUT under {}: {:?}", profile.name, op);
+                }
+                if !profile.external_id {
+                    match op {
+                        Op::Create(spec) | Op::Replace { spec, .. } => {
+                            prop_assert!(spec.external_id.is_empty());
+                        }
+                        Op::Patch { ops, .. } => {
+                            prop_assert!(ops.iter().all(|p| p.path != PATH_EXTERNAL_ID));
+                        }
+                        Op::Delete { .. } => {}
+                    }
+                }
+            }
+        }
+
         #[test]
         fn converges_in_one_step(
             desired in any_desired(),

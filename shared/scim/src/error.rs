@@ -74,7 +74,8 @@ impl ScimError {
     /// Whether trying the same call again may succeed: server errors, rate
     /// limiting, request timeouts and transport failures. A 4xx other than
     /// 408/429 says the request itself is wrong, and 501 says the server
-    /// lacks the feature, so repeating those is pointless.
+    /// lacks the feature, so repeating those is pointless. That includes 412:
+    /// see [`ScimError::is_precondition_failed`].
     pub fn is_retryable(&self) -> bool {
         match self {
             ScimError::Http { status, .. } => {
@@ -118,6 +119,15 @@ impl ScimError {
             ScimError::Http { scim_type, .. } => scim_type.as_deref(),
             _ => None,
         }
+    }
+
+    /// A conditional write (`If-Match`) lost: the account changed on the
+    /// server since it was read (HTTP 412, RFC 7644 §3.14). Repeating the
+    /// same request fails the same way, so [`ScimError::is_retryable`] is
+    /// false; the remedy is to read the account again, diff again and send
+    /// the new plan with the new version.
+    pub fn is_precondition_failed(&self) -> bool {
+        self.status() == Some(412)
     }
 
     /// For [`crate::ScimClient::service_provider_config`]: the server has no

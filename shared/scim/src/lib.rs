@@ -1,6 +1,7 @@
 //! SCIM 2.0 (RFC 7643/7644) provisioning for Tenure: the desired and remote
-//! user models, the pure reconciliation `diff`, an HTTP client per app, and
-//! retry with backoff.
+//! user models, the pure reconciliation `diff`, an HTTP client per app,
+//! retry with backoff, and per-app [`Profile`]s for what apps do beyond (or
+//! short of) the RFC.
 
 // ScimError carries the CallRecord inline so failed calls can be audited by
 // plain field access; its size is irrelevant next to an HTTP round trip.
@@ -8,12 +9,16 @@
 
 pub mod client;
 pub mod diff;
+pub mod discovery;
 pub mod error;
+pub mod profile;
 pub mod retry;
 pub mod user;
 
-pub use client::{Auth, Call, ScimClient};
-pub use diff::{apply_patch, diff, Capabilities, Desired, Op, PatchOp};
+pub use client::{if_match, Auth, Call, Page, ScimClient, MAX_LIST_PAGES};
+pub use diff::{apply_patch, diff, diff_with, Capabilities, Desired, Op, PatchOp};
+pub use discovery::{CapabilityCache, DiscoveredCaps};
 pub use error::{CallRecord, ScimError};
+pub use profile::{builtin, Deprovision, Profile};
 pub use retry::{with_retry, RetryPolicy};
 pub use user::{RemoteUser, UserSpec};

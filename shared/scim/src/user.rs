@@ -1,7 +1,7 @@
 //! Desired users (what Tenure wants an app to hold) and remote users (what a
 //! SCIM server says it holds), and their mapping to SCIM JSON.
 //!
-//! Convention shared with [`crate::diff`]: an empty string in a [`UserSpec`]
+//! Convention shared with [`mod@crate::diff`]: an empty string in a [`UserSpec`]
 //! means "no value", so it is left out of the JSON, and a remote attribute that
 //! is absent or empty compares equal to it.
 
@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::error::ScimError;
+use crate::profile::Profile;
 
 pub const CORE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const ENTERPRISE_USER_SCHEMA: &str =
@@ -91,6 +92,20 @@ impl UserSpec {
         }
         user.insert("schemas".into(), Value::Array(schemas));
         Value::Object(user)
+    }
+}
+
+impl UserSpec {
+    /// [`UserSpec::to_scim`] under an app's profile: without `externalId`
+    /// when the app does not store it.
+    pub fn to_scim_with(&self, profile: &Profile) -> Value {
+        let mut user = self.to_scim();
+        if !profile.external_id {
+            if let Some(obj) = user.as_object_mut() {
+                obj.remove("externalId");
+            }
+        }
+        user
     }
 }
 
@@ -255,6 +270,20 @@ mod tests {
         assert!(v.get(ENTERPRISE_USER_SCHEMA).is_none());
         assert!(v.get("emails").is_none());
         assert!(v.get("title").is_none());
+    }
+
+    #[test]
+    fn to_scim_with_profile_drops_external_id_only_when_told() {
+        let s = spec();
+        let nextcloud = crate::profile::builtin("nextcloud").expect("nextcloud");
+        let mut expected = s.to_scim();
+        assert_eq!(s.to_scim_with(&Profile::generic()), expected);
+        expected
+            .as_object_mut()
+            .expect("object")
+            .remove("externalId");
+        assert_eq!(s.to_scim_with(&nextcloud), expected);
+        assert!(s.to_scim_with(&nextcloud).get("externalId").is_none());
     }
 
     #[test]

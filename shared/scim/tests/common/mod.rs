@@ -38,10 +38,33 @@ pub struct ScimServer {
     child: Child,
     pub port: u16,
     log: PathBuf,
+    /// Removed on drop.
+    files: Vec<PathBuf>,
 }
 
 impl ScimServer {
     pub fn start() -> Self {
+        Self::start_with_args(&[])
+    }
+
+    /// Announces `config` as its ServiceProviderConfig (and behaves
+    /// accordingly: an unsupported PATCH is a 501).
+    pub fn start_with_config(config: &serde_json::Value) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "tenure-scim2-spc-{}-{}.json",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, config.to_string()).expect("write config");
+        let mut server =
+            Self::start_with_args(&["--service-provider-config", &path.to_string_lossy()]);
+        // Kept until the server stops, in case a tenant reads it lazily.
+        server.files.push(path);
+        server
+    }
+
+    pub fn start_with_args(extra: &[&str]) -> Self {
         let port = free_port();
         let bin = server_binary();
         let log = std::env::temp_dir().join(format!("tenure-scim2-server-{port}.log"));
@@ -54,6 +77,7 @@ impl ScimServer {
                 TOKEN,
                 "--dynamic-tenants",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -64,7 +88,12 @@ impl ScimServer {
                     bin.display()
                 )
             });
-        let mut server = ScimServer { child, port, log };
+        let mut server = ScimServer {
+            child,
+            port,
+            log,
+            files: Vec::new(),
+        };
         server.wait_ready();
         server
     }
@@ -112,6 +141,9 @@ impl Drop for ScimServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
     }
 }
 

@@ -1,0 +1,419 @@
+//! App profiles: what Tenure knows about how one kind of app speaks SCIM,
+//! beyond what its `/ServiceProviderConfig` says (or because it has none).
+//!
+//! A profile is data. The built-in ones ([`builtin`]) hold only facts checked
+//! against the apps' documentation; every field the facts do not settle keeps
+//! the [`Profile::generic`] (RFC 7644) value, and the doc comment of each
+//! profile says which fields are checked. Operators can write their own in
+//! TOML (see [`Profile`]'s `Deserialize`).
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diff::Capabilities;
+
+/// How an app treats `active = false`. Informational: the diff sends the same
+/// deactivation whatever this says; docs and reports use it to tell the
+/// operator what a leaver's account looks like afterwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Deprovision {
+    /// The account stays and cannot be used (RFC 7643 `active`).
+    Deactivate,
+    /// The app deletes the account.
+    Delete,
+    /// The app blocks the account, its own state distinct from deactivated.
+    Block,
+}
+
+/// How Tenure talks SCIM to one kind of app.
+///
+/// # User-defined profiles
+///
+/// `Deserialize` reads a profile in which every field is optional; missing
+/// fields come from the profile named by `extends` (a built-in, default
+/// `"generic"`), `assumed` field by field. Unknown keys are errors, so a typo
+/// does not silently fall back to a default. In TOML:
+///
+/// ```toml
+/// name = "legacy-hr"
+/// extends = "generic"      # optional
+/// discovery = false
+/// put_allowed = false
+/// external_id = false
+/// deprovision = "block"    # deactivate | delete | block
+/// auth_hint = "Bearer token from the HR admin page"
+/// [assumed]
+/// etag = true              # patch and filter keep the base's values
+/// ```
+///
+/// `name` defaults to `"custom"`. `Serialize` writes every field, which reads
+/// back to the same profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ProfileDef")]
+pub struct Profile {
+    pub name: String,
+    /// Whether to read `/ServiceProviderConfig`. `false` for apps without
+    /// one: `assumed` is used without asking.
+    pub discovery: bool,
+    /// The capabilities used when discovery is off, or on but unanswered
+    /// (404/501).
+    pub assumed: Capabilities,
+    /// `false`: the app does not store `externalId`, so it is never sent,
+    /// compared or filtered on; accounts are matched by `userName` or the
+    /// stored remote id only.
+    pub external_id: bool,
+    /// `false`: the app rejects or mishandles a full PUT, so updates and
+    /// deactivations go by PATCH even if discovery says PATCH is unsupported.
+    pub put_allowed: bool,
+    /// Whether the app has a SCIM `/Groups` endpoint Tenure may use.
+    pub groups: bool,
+    pub deprovision: Deprovision,
+    /// How to authenticate, for docs and error messages. Never a secret.
+    pub auth_hint: Cow<'static, str>,
+    /// Where the SCIM root lives relative to the app's URL, for docs and
+    /// setup hints; empty when not known. `<ns>`-style parts are
+    /// placeholders.
+    pub path_hint: Cow<'static, str>,
+}
+
+/// The capabilities a profile assumes when nothing else is known: PATCH and
+/// filtering, as the fanout assumed before profiles existed, but no ETags, so
+/// no `If-Match` goes to a server whose ETag support nobody checked (Tenure
+/// sent none before profiles either).
+pub const FALLBACK_CAPS: Capabilities = Capabilities {
+    patch: true,
+    filter: true,
+    etag: false,
+};
+
+/// The names [`builtin`] knows.
+pub const BUILTIN_NAMES: [&str; 7] = [
+    "generic",
+    "gitlab",
+    "zulip",
+    "nextcloud",
+    "keycloak",
+    "openwebui",
+    "grafana",
+];
+
+const NOT_CHECKED_AUTH: &str = "not among the checked facts; see the app's SCIM documentation";
+
+impl Profile {
+    /// RFC 7644 as written: discovery on, externalId stored, PUT allowed,
+    /// `/Groups` present, `active = false` deactivates.
+    pub fn generic() -> Profile {
+        Profile {
+            name: "generic".into(),
+            discovery: true,
+            assumed: FALLBACK_CAPS,
+            external_id: true,
+            put_allowed: true,
+            groups: true,
+            deprovision: Deprovision::Deactivate,
+            auth_hint: Cow::Borrowed("Bearer token or HTTP Basic, as the app documents"),
+            path_hint: Cow::Borrowed(""),
+        }
+    }
+
+    /// The capabilities to plan with: what discovery found when the profile
+    /// allows discovery and it answered, else `assumed`; then the profile's
+    /// hard restrictions, which beat whatever the server announces. With PUT
+    /// disallowed PATCH is the only way to change an account, so `patch` is
+    /// forced on.
+    pub fn apply(&self, discovered: Option<Capabilities>) -> Capabilities {
+        let mut caps = match discovered {
+            Some(found) if self.discovery => found,
+            _ => self.assumed,
+        };
+        if !self.put_allowed {
+            caps.patch = true;
+        }
+        caps
+    }
+
+    /// The attributes to look an account up by with a filter, in order:
+    /// `externalId` then `userName`, or only `userName` when the app does
+    /// not store `externalId`.
+    pub fn lookup_attributes(&self) -> &'static [&'static str] {
+        if self.external_id {
+            &["externalId", "userName"]
+        } else {
+            &["userName"]
+        }
+    }
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile::generic()
+    }
+}
+
+/// A built-in profile by name (case-insensitive), `None` for an unknown name.
+///
+/// Only the facts quoted per profile below are checked; every other field
+/// keeps the generic value, except `groups`, which is `false` wherever the
+/// facts do not mention groups (an unverified endpoint is not relied on).
+pub fn builtin(name: &str) -> Option<Profile> {
+    let g = Profile::generic();
+    let p = match name.to_ascii_lowercase().as_str() {
+        "generic" => g,
+        // GitLab self-managed: "/api/scim/v2/application/Users; deprovision
+        // blocks the user; no ServiceProviderConfig; `active` changes only
+        // via PATCH, full PUT rejected". Hence no discovery, PUT off (so
+        // deactivation is always PATCH active=false), deprovision = Block.
+        // No ETag support is known, so none is assumed.
+        "gitlab" => Profile {
+            name: "gitlab".into(),
+            discovery: false,
+            put_allowed: false,
+            groups: false,
+            deprovision: Deprovision::Block,
+            auth_hint: Cow::Borrowed(NOT_CHECKED_AUTH),
+            path_hint: Cow::Borrowed("/api/scim/v2/application"),
+            ..g
+        },
+        // Zulip (beta): "/scim/v2/; no groups; bearer token per realm".
+        "zulip" => Profile {
+            name: "zulip".into(),
+            groups: false,
+            auth_hint: Cow::Borrowed("Bearer token, one per realm"),
+            path_hint: Cow::Borrowed("/scim/v2"),
+            ..g
+        },
+        // Nextcloud `scimserviceprovider` app:
+        // "/index.php/apps/scimserviceprovider/Users|Groups; Basic auth with
+        // an app password or a bearer JWT; admin accounts only; no
+        // externalId". Hence external_id = false and groups on.
+        "nextcloud" => Profile {
+            name: "nextcloud".into(),
+            external_id: false,
+            groups: true,
+            auth_hint: Cow::Borrowed(
+                "HTTP Basic with an app password, or a bearer JWT; the account must be an admin",
+            ),
+            path_hint: Cow::Borrowed("/index.php/apps/scimserviceprovider"),
+            ..g
+        },
+        // Keycloak 26.x (preview, started with `--features=scim-api`):
+        // "realm level; active:false blocks login", which is deactivation.
+        "keycloak" => Profile {
+            name: "keycloak".into(),
+            groups: false,
+            deprovision: Deprovision::Deactivate,
+            auth_hint: Cow::Borrowed(
+                "not among the checked facts; the endpoint is per realm and needs --features=scim-api",
+            ),
+            ..g
+        },
+        // Open WebUI: "/api/v1/scim/v2/, SCIM_ENABLED, SCIM_TOKEN".
+        "openwebui" => Profile {
+            name: "openwebui".into(),
+            groups: false,
+            auth_hint: Cow::Borrowed(
+                "Bearer token equal to the server's SCIM_TOKEN; the server needs SCIM_ENABLED",
+            ),
+            path_hint: Cow::Borrowed("/api/v1/scim/v2"),
+            ..g
+        },
+        // Grafana Enterprise (preview):
+        // "/apis/scim.grafana.app/v0alpha1/namespaces/<ns>/Users; users and
+        // teams" (teams are its Groups).
+        "grafana" => Profile {
+            name: "grafana".into(),
+            groups: true,
+            auth_hint: Cow::Borrowed(NOT_CHECKED_AUTH),
+            path_hint: Cow::Borrowed("/apis/scim.grafana.app/v0alpha1/namespaces/<ns>"),
+            ..g
+        },
+        _ => return None,
+    };
+    Some(p)
+}
+
+/// The serialized form: every field optional, filled from `extends`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileDef {
+    extends: Option<String>,
+    name: Option<String>,
+    discovery: Option<bool>,
+    assumed: Option<CapsDef>,
+    external_id: Option<bool>,
+    put_allowed: Option<bool>,
+    groups: Option<bool>,
+    deprovision: Option<Deprovision>,
+    auth_hint: Option<String>,
+    path_hint: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CapsDef {
+    patch: Option<bool>,
+    filter: Option<bool>,
+    etag: Option<bool>,
+}
+
+impl TryFrom<ProfileDef> for Profile {
+    type Error = String;
+
+    fn try_from(d: ProfileDef) -> Result<Self, Self::Error> {
+        let base_name = d.extends.as_deref().unwrap_or("generic");
+        let base = builtin(base_name).ok_or_else(|| {
+            format!(
+                "profile extends unknown profile {base_name:?}; known: {}",
+                BUILTIN_NAMES.join(", ")
+            )
+        })?;
+        let assumed = match d.assumed {
+            None => base.assumed,
+            Some(c) => Capabilities {
+                patch: c.patch.unwrap_or(base.assumed.patch),
+                filter: c.filter.unwrap_or(base.assumed.filter),
+                etag: c.etag.unwrap_or(base.assumed.etag),
+            },
+        };
+        let name = d.name.unwrap_or_else(|| "custom".into());
+        if name.trim().is_empty() {
+            return Err("profile name must not be empty".into());
+        }
+        Ok(Profile {
+            name,
+            discovery: d.discovery.unwrap_or(base.discovery),
+            assumed,
+            external_id: d.external_id.unwrap_or(base.external_id),
+            put_allowed: d.put_allowed.unwrap_or(base.put_allowed),
+            groups: d.groups.unwrap_or(base.groups),
+            deprovision: d.deprovision.unwrap_or(base.deprovision),
+            auth_hint: d.auth_hint.map(Cow::Owned).unwrap_or(base.auth_hint),
+            path_hint: d.path_hint.map(Cow::Owned).unwrap_or(base.path_hint),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_name_resolves_to_itself() {
+        for name in BUILTIN_NAMES {
+            let p = builtin(name).expect(name);
+            assert_eq!(p.name, name);
+            assert!(!p.auth_hint.is_empty(), "{name}");
+        }
+        assert_eq!(builtin("GitLab").map(|p| p.name), Some("gitlab".into()));
+        assert_eq!(builtin("nope"), None);
+        assert_eq!(Profile::default(), builtin("generic").expect("generic"));
+    }
+
+    #[test]
+    fn builtins_encode_the_checked_facts() {
+        let gitlab = builtin("gitlab").expect("gitlab");
+        assert!(!gitlab.discovery && !gitlab.put_allowed);
+        assert_eq!(gitlab.deprovision, Deprovision::Block);
+        assert_eq!(gitlab.path_hint, "/api/scim/v2/application");
+        let nextcloud = builtin("nextcloud").expect("nextcloud");
+        assert!(!nextcloud.external_id && nextcloud.groups);
+        assert_eq!(nextcloud.lookup_attributes(), ["userName"]);
+        assert!(!builtin("zulip").expect("zulip").groups);
+        assert!(builtin("grafana").expect("grafana").groups);
+        assert!(builtin("openwebui")
+            .expect("openwebui")
+            .auth_hint
+            .contains("SCIM_TOKEN"));
+        assert_eq!(
+            Profile::generic().lookup_attributes(),
+            ["externalId", "userName"]
+        );
+    }
+
+    #[test]
+    fn apply_prefers_discovery_then_forces_restrictions() {
+        let none = Capabilities {
+            patch: false,
+            filter: false,
+            etag: false,
+        };
+        let all = Capabilities::default();
+        let generic = Profile::generic();
+        assert_eq!(generic.apply(Some(none)), none);
+        assert_eq!(generic.apply(None), FALLBACK_CAPS);
+
+        // GitLab never asks, so a discovered value cannot reach the plan.
+        let gitlab = builtin("gitlab").expect("gitlab");
+        assert_eq!(gitlab.apply(Some(none)), gitlab.assumed);
+        assert_eq!(gitlab.apply(Some(all)), gitlab.assumed);
+
+        // PUT disallowed forces PATCH even over discovery.
+        let no_put = Profile {
+            put_allowed: false,
+            ..Profile::generic()
+        };
+        let caps = no_put.apply(Some(none));
+        assert!(caps.patch);
+        assert!(!caps.filter && !caps.etag);
+        let assumed_without_patch = Profile {
+            put_allowed: false,
+            discovery: false,
+            assumed: none,
+            ..Profile::generic()
+        };
+        assert!(assumed_without_patch.apply(None).patch);
+    }
+
+    #[test]
+    fn deserialises_with_defaults_and_extends() {
+        let p: Profile = serde_json::from_value(serde_json::json!({})).expect("empty");
+        assert_eq!(
+            p,
+            Profile {
+                name: "custom".into(),
+                ..Profile::generic()
+            }
+        );
+        let p: Profile = serde_json::from_value(serde_json::json!({
+            "extends": "gitlab", "name": "gl2", "put_allowed": true,
+            "assumed": {"etag": true}
+        }))
+        .expect("extends");
+        let gitlab = builtin("gitlab").expect("gitlab");
+        assert_eq!(
+            p,
+            Profile {
+                name: "gl2".into(),
+                put_allowed: true,
+                assumed: Capabilities {
+                    etag: true,
+                    ..gitlab.assumed
+                },
+                ..gitlab
+            }
+        );
+        for bad in [
+            serde_json::json!({"extends": "nope"}),
+            serde_json::json!({"put_alowed": false}),
+            serde_json::json!({"assumed": {"etags": true}}),
+            serde_json::json!({"deprovision": "suspend"}),
+            serde_json::json!({"name": " "}),
+        ] {
+            assert!(
+                serde_json::from_value::<Profile>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn serialises_to_what_it_reads() {
+        for name in BUILTIN_NAMES {
+            let p = builtin(name).expect(name);
+            let v = serde_json::to_value(&p).expect("serialise");
+            assert_eq!(serde_json::from_value::<Profile>(v).expect("read back"), p);
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! A small in-memory SCIM server that records every request it gets: method,
+//! path (query percent-decoded, base path stripped), `If-Match`, the
+//! `Authorization` scheme and the JSON body. It answers plausibly: it keeps
+//! users, versions them (`W/"n"`), enforces `If-Match`, applies simple PATCH
+//! operations and pages lists, with switches to misbehave.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Map, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const BASE_PATH: &str = "/app/v2";
+const CORE_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recorded {
+    pub method: String,
+    /// Relative to [`BASE_PATH`], query decoded: `/Users?filter=userName eq "ada"`.
+    pub path: String,
+    pub if_match: Option<String>,
+    /// Only the scheme (`Bearer`, `Basic`), never the credential.
+    pub auth: Option<String>,
+    pub body: Option<Value>,
+}
+
+/// How `GET /Users?startIndex&count` pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    Honest,
+    /// Returns every user whatever `count` says.
+    IgnoresCount,
+    /// Always returns the first `count` users.
+    IgnoresStartIndex,
+    /// Pages honestly but reports this `totalResults`.
+    ReportsTotal(usize),
+    /// Makes up `count` new users for every page and claims a huge total.
+    Endless,
+}
+
+struct State {
+    spc: Option<Value>,
+    users: Vec<Value>,
+    next_id: u32,
+    listing: Listing,
+    log: Vec<Recorded>,
+    minted: u32,
+}
+
+#[derive(Clone)]
+pub struct Recorder {
+    state: Arc<Mutex<State>>,
+    pub base_url: String,
+}
+
+/// A ServiceProviderConfig document announcing these features.
+pub fn spc(patch: bool, filter: bool, etag: bool) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+        "patch": {"supported": patch},
+        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+        "filter": {"supported": filter, "maxResults": 100},
+        "changePassword": {"supported": false},
+        "sort": {"supported": false},
+        "etag": {"supported": etag},
+        "authenticationSchemes": []
+    })
+}
+
+impl Recorder {
+    /// `spc` is served at `/ServiceProviderConfig`; `None` answers 404.
+    pub async fn start(spc: Option<Value>) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(State {
+            spc,
+            users: Vec::new(),
+            next_id: 1,
+            listing: Listing::Honest,
+            log: Vec::new(),
+            minted: 0,
+        }));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(serve(stream, shared.clone()));
+            }
+        });
+        Recorder {
+            state,
+            base_url: format!("http://{addr}{BASE_PATH}"),
+        }
+    }
+
+    pub fn log(&self) -> Vec<Recorded> {
+        self.state.lock().expect("lock").log.clone()
+    }
+
+    pub fn clear_log(&self) {
+        self.state.lock().expect("lock").log.clear();
+    }
+
+    pub fn set_listing(&self, listing: Listing) {
+        self.state.lock().expect("lock").listing = listing;
+    }
+
+    pub fn user(&self, id: &str) -> Option<Value> {
+        let st = self.state.lock().expect("lock");
+        st.users.iter().find(|u| u["id"] == id).cloned()
+    }
+
+    /// Adds a user behind the client's back.
+    pub fn seed(&self, user_name: &str) -> String {
+        let mut st = self.state.lock().expect("lock");
+        let id = format!("u{}", st.next_id);
+        st.next_id += 1;
+        st.users.push(json!({
+            "schemas": [CORE_USER], "id": id, "userName": user_name,
+            "meta": {"resourceType": "User", "version": "W/\"1\""}
+        }));
+        id
+    }
+
+    /// Changes a user behind the client's back, moving its version on.
+    pub fn touch(&self, id: &str) {
+        let mut st = self.state.lock().expect("lock");
+        if let Some(u) = st.users.iter_mut().find(|u| u["id"] == id) {
+            bump(u);
+        }
+    }
+}
+
+async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let (head, body) = loop {
+        let Ok(n) = stream.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                break (head, buf[end + 4..end + 4 + len].to_vec());
+            }
+        }
+    };
+    let mut lines = head.lines();
+    let mut request_line = lines.next().unwrap_or_default().split_whitespace();
+    let method = request_line.next().unwrap_or_default().to_owned();
+    let target = request_line.next().unwrap_or_default().to_owned();
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    };
+    let rec = Recorded {
+        method,
+        path: decode(target.strip_prefix(BASE_PATH).unwrap_or(&target)),
+        if_match: header("if-match"),
+        auth: header("authorization").and_then(|a| a.split_whitespace().next().map(str::to_owned)),
+        body: serde_json::from_slice(&body).ok(),
+    };
+    let (status, reply) = {
+        let mut st = state.lock().expect("lock");
+        st.log.push(rec.clone());
+        handle(&mut st, &rec)
+    };
+    let body = reply.map(|v| v.to_string()).unwrap_or_default();
+    let etag = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v["meta"]["version"].as_str().map(str::to_owned))
+        .map(|v| format!("ETag: {v}\r\n"))
+        .unwrap_or_default();
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n{etag}Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+fn error(status: u16, detail: &str) -> Option<Value> {
+    Some(json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+        "status": status.to_string(), "detail": detail
+    }))
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "200 OK",
+        201 => "201 Created",
+        204 => "204 No Content",
+        400 => "400 Bad Request",
+        404 => "404 Not Found",
+        412 => "412 Precondition Failed",
+        _ => "500 Internal Server Error",
+    }
+}
+
+fn bump(user: &mut Value) {
+    let n: u32 = user["meta"]["version"]
+        .as_str()
+        .and_then(|v| v.trim_start_matches("W/").trim_matches('"').parse().ok())
+        .unwrap_or(0);
+    user["meta"]["version"] = format!("W/\"{}\"", n + 1).into();
+}
+
+fn handle(st: &mut State, rec: &Recorded) -> (&'static str, Option<Value>) {
+    let (status, body) = route(st, rec);
+    (reason(status), body)
+}
+
+fn route(st: &mut State, rec: &Recorded) -> (u16, Option<Value>) {
+    let (path, query) = rec.path.split_once('?').unwrap_or((&rec.path, ""));
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (rec.method.as_str(), segments.as_slice()) {
+        ("GET", ["ServiceProviderConfig"]) => match &st.spc {
+            Some(doc) => (200, Some(doc.clone())),
+            None => (404, error(404, "no such endpoint")),
+        },
+        ("GET", ["Users"]) => (200, Some(list(st, query))),
+        ("POST", ["Users"]) => {
+            let Some(Value::Object(body)) = &rec.body else {
+                return (400, error(400, "no body"));
+            };
+            let mut user = body.clone();
+            let id = format!("u{}", st.next_id);
+            st.next_id += 1;
+            user.insert("id".into(), id.into());
+            user.insert(
+                "meta".into(),
+                json!({"resourceType": "User", "version": "W/\"1\""}),
+            );
+            let user = Value::Object(user);
+            st.users.push(user.clone());
+            (201, Some(user))
+        }
+        (method, ["Users", id]) => {
+            let Some(pos) = st.users.iter().position(|u| u["id"] == *id) else {
+                return (404, error(404, "no such user"));
+            };
+            if let Some(tag) = &rec.if_match {
+                if st.users[pos]["meta"]["version"].as_str() != Some(tag.as_str()) {
+                    return (412, error(412, "version mismatch"));
+                }
+            }
+            match method {
+                "GET" => (200, Some(st.users[pos].clone())),
+                "DELETE" => {
+                    st.users.remove(pos);
+                    (204, None)
+                }
+                "PUT" => {
+                    let Some(Value::Object(body)) = &rec.body else {
+                        return (400, error(400, "no body"));
+                    };
+                    let mut user = body.clone();
+                    user.insert("meta".into(), st.users[pos]["meta"].clone());
+                    let mut user = Value::Object(user);
+                    bump(&mut user);
+                    st.users[pos] = user.clone();
+                    (200, Some(user))
+                }
+                "PATCH" => {
+                    let ops = rec
+                        .body
+                        .as_ref()
+                        .and_then(|b| b["Operations"].as_array().cloned())
+                        .unwrap_or_default();
+                    let user = &mut st.users[pos];
+                    for op in ops {
+                        let Some(path) = op["path"].as_str() else {
+                            return (400, error(400, "PATCH without path"));
+                        };
+                        let (parent, key) = match path.split_once('.') {
+                            Some((a, b)) => (Some(a), b),
+                            None => (None, path),
+                        };
+                        let target: &mut Map<String, Value> = match parent {
+                            Some(p) => {
+                                if !user[p].is_object() {
+                                    user[p] = json!({});
+                                }
+                                user[p].as_object_mut().expect("object")
+                            }
+                            None => user.as_object_mut().expect("object"),
+                        };
+                        match op["op"].as_str() {
+                            Some("replace") | Some("add") => {
+                                target.insert(key.into(), op["value"].clone());
+                            }
+                            Some("remove") => {
+                                target.remove(key);
+                            }
+                            _ => return (400, error(400, "bad op")),
+                        }
+                    }
+                    bump(user);
+                    (200, Some(user.clone()))
+                }
+                _ => (400, error(400, "unsupported method")),
+            }
+        }
+        _ => (404, error(404, "no such endpoint")),
+    }
+}
+
+fn list(st: &mut State, query: &str) -> Value {
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+    };
+    let resources: Vec<Value>;
+    let total: usize;
+    let mut start = 1usize;
+    if let Some(filter) = param("filter") {
+        // Only `attr eq "value"`, which is all the client sends.
+        let mut parts = filter.splitn(3, ' ');
+        let attr = parts.next().unwrap_or_default().to_owned();
+        let _eq = parts.next();
+        let value: String =
+            serde_json::from_str(parts.next().unwrap_or("\"\"")).unwrap_or_default();
+        resources = st
+            .users
+            .iter()
+            .filter(|u| match attr.as_str() {
+                "userName" => u["userName"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&value)),
+                _ => u[attr.as_str()].as_str() == Some(value.as_str()),
+            })
+            .cloned()
+            .collect();
+        total = resources.len();
+    } else {
+        start = param("startIndex")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        let count: usize = param("count")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(usize::MAX);
+        let from = start.max(1) - 1;
+        if st.listing == Listing::Endless {
+            let mut made = Vec::new();
+            for _ in 0..count.min(10) {
+                st.minted += 1;
+                let n = st.minted;
+                made.push(json!({"id": format!("m{n}"), "userName": format!("made{n}")}));
+            }
+            resources = made;
+            total = 1_000_000;
+        } else {
+            let all = &st.users;
+            let honest = || all.iter().skip(from).take(count).cloned().collect();
+            (resources, total) = match st.listing {
+                Listing::IgnoresCount => (all.iter().skip(from).cloned().collect(), all.len()),
+                Listing::IgnoresStartIndex => {
+                    (all.iter().take(count).cloned().collect(), all.len())
+                }
+                Listing::ReportsTotal(t) => (honest(), t),
+                Listing::Honest | Listing::Endless => (honest(), all.len()),
+            };
+        }
+    }
+    json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": total,
+        "itemsPerPage": resources.len(),
+        "startIndex": start,
+        "Resources": resources,
+    })
+}
+
+/// Percent-decoding of a request target, `+` as space, for readable logs.
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
