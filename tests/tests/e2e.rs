@@ -761,3 +761,58 @@ async fn a_newly_added_app_is_provisioned_for_existing_persons_on_reconcile() ->
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn app_profiles_shape_the_requests_an_app_gets() -> anyhow::Result<()> {
+    // The wiki behaves like Nextcloud (no externalId stored), git like
+    // GitLab (no discovery, PATCH only).
+    let mut stack = Stack::with_options(tenure_e2e::Options {
+        wiki: "profile = \"nextcloud\"".into(),
+        git: "profile = \"gitlab\"".into(),
+        ..tenure_e2e::Options::default()
+    })
+    .await?;
+    stack.start_core().await?;
+    stack.start_fanout()?;
+    let hire = person(
+        "E-41",
+        "Noa",
+        "Next",
+        "Engineering",
+        "active",
+        "2026-01-02T09:00:00Z",
+    );
+    stack.send(&hire, "h-41").await?;
+    let wiki = stack
+        .wait_user(&stack.wiki_tenant, "noa.next@example.com", |u| u.is_some())
+        .await?
+        .expect("wiki account");
+    assert!(
+        wiki.get("externalId").is_none(),
+        "no externalId is sent to a Nextcloud-like app: {wiki}"
+    );
+    stack
+        .wait_user(&stack.git_tenant, "noa.next", |u| u.is_some())
+        .await?;
+
+    let mut promoted = hire.clone();
+    promoted["title"] = "Lead".into();
+    promoted["effective_at"] = "2026-02-01T09:00:00Z".into();
+    stack.send(&promoted, "p-41").await?;
+    let updated = stack
+        .wait_user(&stack.wiki_tenant, "noa.next@example.com", |u| {
+            u.is_some_and(|u| u["title"] == "Lead")
+        })
+        .await?;
+    assert_eq!(updated.map(|u| u["id"].clone()), Some(wiki["id"].clone()));
+
+    let lookups = stack
+        .psql_count("SELECT count(*) FROM events WHERE event_type = 'ScimCallSucceeded' AND metadata->>'app' = 'wiki' AND data->>'path' LIKE '%externalId%'")
+        .await?;
+    assert_eq!(lookups, 0, "never filtered on externalId");
+    let puts = stack
+        .psql_count("SELECT count(*) FROM events WHERE event_type LIKE 'ScimCall%' AND metadata->>'app' = 'git' AND data->>'method' = 'PUT'")
+        .await?;
+    assert_eq!(puts, 0, "GitLab never gets a PUT");
+    Ok(())
+}

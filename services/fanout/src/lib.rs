@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use tenure_bus::dlq::DeadLetter;
 use tenure_bus::{subjects, Bus, Job, JOBS_STREAM};
 use tenure_config::{AppConfig, Config, FanoutConfig};
-use tenure_scim::{Auth, Capabilities, RetryPolicy, ScimClient};
+use tenure_scim::discovery::DiscoveredCaps;
+use tenure_scim::{Auth, RetryPolicy, ScimClient};
 use tenure_store::sqlx::PgPool;
 use tenure_store::{ExpectedVersion, Metadata, NewEvent};
 use tokio_util::sync::CancellationToken;
@@ -52,10 +53,16 @@ pub fn offline_worker(
     fanout: &FanoutConfig,
     pool: PgPool,
 ) -> anyhow::Result<AppWorker> {
+    let profile = app.scim_profile()?;
     Ok(AppWorker {
         app: app.clone(),
         client: ScimClient::new(&app.base_url, Auth::None, fanout.request_timeout())?,
-        caps: Capabilities::default(),
+        caps: std::sync::RwLock::new(DiscoveredCaps {
+            caps: profile.apply(None),
+            discovered: None,
+            fetched_at: Instant::now(),
+        }),
+        profile,
         retry: retry_policy(fanout),
         pool,
         limiter: None,
@@ -69,25 +76,38 @@ pub async fn app_worker(
     fanout: &FanoutConfig,
     pool: PgPool,
 ) -> anyhow::Result<AppWorker> {
-    let auth = match &app.token {
-        Some(secret) => Auth::Bearer(secret.resolve()?.expose().to_string()),
-        None => Auth::None,
+    let auth = match (&app.token, &app.basic_user) {
+        (Some(secret), Some(user)) => Auth::Basic {
+            user: user.clone(),
+            password: secret.resolve()?.expose().to_string(),
+        },
+        (Some(secret), None) => Auth::Bearer(secret.resolve()?.expose().to_string()),
+        (None, _) => Auth::None,
     };
     let client = ScimClient::new(&app.base_url, auth, fanout.request_timeout())?;
-    let caps = match client.service_provider_config().await {
-        Ok(call) => call.value,
+    let profile = app.scim_profile()?;
+    let caps = match client.discover(&profile).await {
+        Ok((found, _)) => found,
         Err(e) => {
-            // Without discovery the RFC defaults are the best guess; a wrong
-            // guess shows up as a failed call in the audit, not silently.
-            warn!(app = %app.name, error = %e, "no ServiceProviderConfig; assuming PATCH and filter support");
-            Capabilities::default()
+            // The profile's assumptions are the best guess until the next
+            // refresh; a wrong guess shows up as a failed call in the audit.
+            warn!(app = %app.name, error = %e, "capability discovery failed; using the profile's assumptions");
+            DiscoveredCaps {
+                caps: profile.apply(None),
+                discovered: None,
+                // Stale at once, so the first job asks again.
+                fetched_at: Instant::now()
+                    .checked_sub(worker::CAPS_TTL)
+                    .unwrap_or_else(Instant::now),
+            }
         }
     };
-    info!(app = %app.name, ?caps, "app ready");
+    info!(app = %app.name, profile = %profile.name, caps = ?caps.caps, "app ready");
     Ok(AppWorker {
         app: app.clone(),
         client,
-        caps,
+        caps: std::sync::RwLock::new(caps),
+        profile,
         retry: retry_policy(fanout),
         pool,
         limiter: limiter(app),

@@ -7,9 +7,10 @@ use serde_json::json;
 use tenure_bus::Job;
 use tenure_config::AppConfig;
 use tenure_domain::{Attributes, Entitlement};
+use tenure_scim::discovery::{CapabilityCache, DiscoveredCaps};
 use tenure_scim::{
-    diff, with_retry, CallRecord, Capabilities, Desired, Op, RemoteUser, RetryPolicy, ScimClient,
-    ScimError,
+    diff_with, if_match, with_retry, CallRecord, Capabilities, Desired, Op, Profile, RemoteUser,
+    RetryPolicy, ScimClient, ScimError,
 };
 use tenure_store::sqlx::{self, PgPool, Row};
 use tenure_store::{ExpectedVersion, Metadata, NewEvent};
@@ -48,12 +49,19 @@ pub type Limiter = governor::DefaultDirectRateLimiter;
 pub struct AppWorker {
     pub app: AppConfig,
     pub client: ScimClient,
-    pub caps: Capabilities,
+    /// What the app's server can do, as discovered under its profile;
+    /// refreshed when older than [`CAPS_TTL`].
+    pub caps: std::sync::RwLock<DiscoveredCaps>,
+    /// The app's quirks: which lookups, methods and attributes it accepts.
+    pub profile: Profile,
     pub retry: RetryPolicy,
     pub pool: PgPool,
     /// The app's request budget, shared by all of its jobs.
     pub limiter: Option<std::sync::Arc<Limiter>>,
 }
+
+/// How long discovered capabilities are trusted before asking again.
+pub const CAPS_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 pub fn account_stream(app: &str, person: Uuid) -> String {
     format!("account-{app}-{person}")
@@ -119,6 +127,33 @@ pub struct Planned {
 }
 
 impl AppWorker {
+    pub fn caps(&self) -> Capabilities {
+        self.caps.read().map(|c| c.caps).unwrap_or_default()
+    }
+
+    /// Asks the app again what it supports once the cached answer is old;
+    /// a failed refresh keeps the previous answer.
+    async fn refresh_caps(&self) {
+        let current = match self.caps.read() {
+            Ok(c) => *c,
+            Err(_) => return,
+        };
+        let cache = CapabilityCache::new(CAPS_TTL);
+        if !cache.needs_refresh(current.fetched_at, std::time::Instant::now()) {
+            return;
+        }
+        match self.client.discover(&self.profile).await {
+            Ok((fresh, _)) => {
+                if let Ok(mut c) = self.caps.write() {
+                    *c = fresh;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "capability refresh failed; keeping the previous answer")
+            }
+        }
+    }
+
     /// The SCIM operations a reconcile of `person_id` would send, sending
     /// nothing that changes the app. With `live`, the account is looked up
     /// with reads (as a reconcile would); otherwise Tenure's last known
@@ -183,7 +218,7 @@ impl AppWorker {
             user_name,
             entitlement,
             found_by,
-            ops: diff(&desired, remote.as_ref(), self.caps),
+            ops: diff_with(&desired, remote.as_ref(), self.caps(), &self.profile),
         }))
     }
 
@@ -205,6 +240,7 @@ impl AppWorker {
     }
 
     async fn reconcile_leased(&self, job: &Job) -> Result<Outcome, WorkerError> {
+        self.refresh_caps().await;
         let row = sqlx::query(
             "SELECT p.attributes, e.entitlement FROM persons p
              LEFT JOIN entitlements e ON e.app = $2 AND e.person_id = p.person_id
@@ -460,16 +496,19 @@ impl AppWorker {
                 return Ok(Some((u, "id")));
             }
         }
-        if !self.caps.filter {
+        if !self.caps().filter {
             return Ok(None);
         }
         let external = job.person_id.to_string();
-        if let Some(u) = self
-            .call(audit, || self.client.find_user("externalId", &external))
-            .await?
-            .value
-        {
-            return Ok(Some((u, "externalId")));
+        // Apps that do not store externalId (Nextcloud) are matched by userName only.
+        if self.profile.external_id {
+            if let Some(u) = self
+                .call(audit, || self.client.find_user("externalId", &external))
+                .await?
+                .value
+            {
+                return Ok(Some((u, "externalId")));
+            }
         }
         if !by_user_name {
             return Ok(None);
@@ -524,7 +563,8 @@ impl AppWorker {
                 }
             }
             let remote = found.as_ref().map(|(r, _)| r.clone());
-            let ops = diff(desired, remote.as_ref(), self.caps);
+            let caps = self.caps();
+            let ops = diff_with(desired, remote.as_ref(), caps, &self.profile);
             if ops.is_empty() {
                 let outcome = if changed.is_empty() {
                     Outcome::InSync
@@ -535,9 +575,17 @@ impl AppWorker {
             }
             let mut current = remote;
             let mut collided = false;
+            let mut stale = false;
             let mut unknown_state = false;
             for op in &ops {
-                match self.call(audit, || self.client.execute(op)).await {
+                // With ETags, a write only lands on the version that was read.
+                let etag = if_match(caps, current.as_ref()).map(str::to_string);
+                match self
+                    .call(audit, || {
+                        self.client.execute_with(op, &self.profile, etag.as_deref())
+                    })
+                    .await
+                {
                     Ok(call) => {
                         let (kind, data) = describe(op, &call.value, current.as_ref());
                         audit.push(kind, data);
@@ -565,11 +613,26 @@ impl AppWorker {
                         collided = true;
                         break;
                     }
+                    Err(e) if e.is_precondition_failed() => {
+                        // Someone changed the account since it was read: read
+                        // it again and decide again.
+                        stale = true;
+                        break;
+                    }
                     Err(e) if !e.is_retryable() => {
                         return Ok((Outcome::Failed(e.to_string()), current));
                     }
                     Err(e) => return Err(e),
                 }
+            }
+            if stale {
+                let id = current.as_ref().map(|r| r.id.clone()).unwrap_or_default();
+                found = self
+                    .call(audit, || self.client.get_user(&id))
+                    .await?
+                    .value
+                    .map(|u| (u, "id"));
+                continue;
             }
             if !collided {
                 if unknown_state {

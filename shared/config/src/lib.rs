@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 use tenure_domain::entitlement::Rule;
 use tenure_domain::{AppPolicy, LeavePolicy, Policy, PurgeAction, ScopeFilter, TerminationPolicy};
+use tenure_scim::Profile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -285,6 +286,38 @@ pub struct AppConfig {
     pub rate_limit_burst: Option<u32>,
     #[serde(default)]
     pub mass_change: MassChangeGuard,
+    /// The app's SCIM quirks: a built-in profile name ("generic", "gitlab",
+    /// "zulip", "nextcloud", "keycloak", "openwebui", "grafana") or a table
+    /// (`extends` plus overrides). Default: generic.
+    #[serde(default)]
+    pub profile: Option<ProfileSetting>,
+    /// With a user name, the token is sent as the password of HTTP Basic
+    /// auth (Nextcloud app passwords) instead of as a bearer token.
+    #[serde(default)]
+    pub basic_user: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ProfileSetting {
+    Builtin(String),
+    Custom(Profile),
+}
+
+impl AppConfig {
+    pub fn scim_profile(&self) -> Result<Profile, ConfigError> {
+        match &self.profile {
+            None => Ok(Profile::generic()),
+            Some(ProfileSetting::Custom(p)) => Ok(p.clone()),
+            Some(ProfileSetting::Builtin(name)) => tenure_scim::builtin(name).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "app {:?}: unknown profile {name:?}; built-in profiles: {}",
+                    self.name,
+                    tenure_scim::profile::BUILTIN_NAMES.join(", ")
+                ))
+            }),
+        }
+    }
 }
 
 /// Holds deprovisioning back for approval when too much of an app would be
@@ -426,6 +459,7 @@ impl Config {
                 &format!("app {:?}: reconcile_cron", app.name),
                 &app.reconcile_cron,
             )?;
+            app.scim_profile()?;
             if let Some(f) = &app.scope {
                 if !tenure_domain::Attributes::NAMES.contains(&f.attribute.as_str()) {
                     return Err(ConfigError::Invalid(format!(
@@ -553,5 +587,24 @@ mod tests {
         let ok = Config::parse("[[app]]\nname = \"git\"\nbase_url = \"http://x\"\nrule = 'person.department == \"Engineering\"'\n", "c.toml")
             .expect("valid rule");
         assert!(ok.apps[0].policy().rule.is_some());
+        let e = Config::parse(
+            "[[app]]\nname = \"a\"\nbase_url = \"http://x\"\nprofile = \"gitlub\"\n",
+            "c.toml",
+        )
+        .expect_err("unknown profile");
+        assert!(
+            e.to_string().contains("gitlub") && e.to_string().contains("gitlab"),
+            "{e}"
+        );
+        let custom = Config::parse(
+            "[[app]]\nname = \"a\"\nbase_url = \"http://x\"\nprofile = { extends = \"gitlab\", name = \"ours\", put_allowed = true }\n",
+            "c.toml",
+        )
+        .expect("custom profile");
+        let p = custom.apps[0].scim_profile().expect("profile");
+        assert!(
+            p.put_allowed && !p.discovery,
+            "extends gitlab, overrides PUT: {p:?}"
+        );
     }
 }
