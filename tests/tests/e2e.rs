@@ -816,3 +816,77 @@ async fn app_profiles_shape_the_requests_an_app_gets() -> anyhow::Result<()> {
     assert_eq!(puts, 0, "GitLab never gets a PUT");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_sweep_reports_unmanaged_accounts_and_deactivates_them_on_request() -> anyhow::Result<()>
+{
+    let stack = Stack::start().await?;
+    stack
+        .send(
+            &person(
+                "E-51",
+                "Una",
+                "Managed",
+                "Sales",
+                "active",
+                "2026-01-02T09:00:00Z",
+            ),
+            "h-51",
+        )
+        .await?;
+    stack
+        .wait_user(&stack.wiki_tenant, "una.managed@example.com", |u| {
+            u.is_some()
+        })
+        .await?;
+    let core = "urn:ietf:params:scim:schemas:core:2.0:User";
+    let rogue = stack
+        .create_in_app(
+            &stack.wiki_tenant,
+            serde_json::json!({"schemas": [core], "userName": "old-contractor", "active": true}),
+        )
+        .await?;
+
+    let out = stack.tenure(&["drift", "--app", "wiki"]).output()?;
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("old-contractor")
+            && report
+                .contains("2 accounts listed, 1 managed by Tenure, 1 unmanaged, 0 deactivated"),
+        "{report}"
+    );
+    assert_eq!(
+        stack
+            .scim_user(&stack.wiki_tenant, "old-contractor")
+            .await?
+            .map(|u| u["active"].clone()),
+        Some(serde_json::json!(true)),
+        "reporting changes nothing"
+    );
+
+    let out = stack
+        .tenure(&["drift", "--app", "wiki", "--deactivate"])
+        .output()?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 deactivated"));
+    let after = stack
+        .scim_user(&stack.wiki_tenant, "old-contractor")
+        .await?
+        .expect("kept, not deleted");
+    assert_eq!(after["id"], rogue["id"]);
+    assert_eq!(after["active"], false);
+    assert_eq!(
+        stack
+            .scim_user(&stack.wiki_tenant, "una.managed@example.com")
+            .await?
+            .map(|u| u["active"].clone()),
+        Some(serde_json::json!(true))
+    );
+    let swept = stack.psql_count("SELECT count(*) FROM events WHERE stream_id = 'app-wiki' AND event_type = 'AccountsSwept'").await?;
+    assert_eq!(swept, 2);
+    Ok(())
+}

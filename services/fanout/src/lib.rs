@@ -6,6 +6,7 @@
 
 pub mod breaker;
 pub mod mapping;
+pub mod sweep;
 pub mod worker;
 
 pub use worker::{account_stream, AppWorker, Outcome, WorkerError};
@@ -141,6 +142,12 @@ pub async fn run(
             bus: bus.clone(),
             fanout: cfg.fanout.clone(),
         });
+        let sweeps = tokio::spawn(sweep_loop(
+            runtime.clone(),
+            app.reconcile_cron.clone(),
+            shutdown.clone(),
+        ));
+        tasks.push(sweeps);
         let shutdown = shutdown.clone();
         let concurrency = app.concurrency(&cfg.fanout);
         tasks.push(tokio::spawn(async move {
@@ -248,6 +255,69 @@ impl AppRuntime {
             }
         }
     }
+}
+
+/// Runs the app's unmanaged-account sweep on its reconcile schedule. Among
+/// several fanout processes, the one that claims the schedule's row runs it.
+async fn sweep_loop(runtime: Arc<AppRuntime>, cron: String, shutdown: CancellationToken) {
+    use std::str::FromStr;
+    let Ok(schedule) = cron::Schedule::from_str(&cron) else {
+        warn!(app = %runtime.worker.app.name, "reconcile_cron does not parse; no sweeps");
+        return;
+    };
+    let name = format!("sweep:{}", runtime.worker.app.name);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+        }
+        match claim_due(&runtime.worker.pool, &name, &schedule).await {
+            Ok(true) => match runtime.worker.sweep(false).await {
+                Ok(r) => {
+                    info!(app = %r.app, listed = r.listed, unmanaged = r.unmanaged.len(), deactivated = r.deactivated, "sweep done")
+                }
+                Err(e) => warn!(error = %e, "sweep failed; next run at the next schedule"),
+            },
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "sweep schedule unreadable"),
+        }
+    }
+}
+
+/// Whether a periodic task is due now, claiming it when it is. A first
+/// sighting starts its clock; missed runs collapse into one.
+pub async fn claim_due(
+    pool: &PgPool,
+    name: &str,
+    schedule: &cron::Schedule,
+) -> Result<bool, tenure_store::sqlx::Error> {
+    let now = chrono::Utc::now();
+    let mut tx = pool.begin().await?;
+    tenure_store::sqlx::query(
+        "INSERT INTO cron_runs (name, last_run_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(name)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let last: Option<chrono::DateTime<chrono::Utc>> = tenure_store::sqlx::query_scalar(
+        "SELECT last_run_at FROM cron_runs WHERE name = $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(name)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let due = last
+        .and_then(|l| schedule.after(&l).next())
+        .is_some_and(|next| next <= now);
+    if due {
+        tenure_store::sqlx::query("UPDATE cron_runs SET last_run_at = $2 WHERE name = $1")
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(due)
 }
 
 async fn consume(

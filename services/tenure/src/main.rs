@@ -80,6 +80,14 @@ enum Cmd {
         #[arg(long)]
         live: bool,
     },
+    /// List an app's accounts and report those Tenure does not manage.
+    Drift {
+        #[arg(long)]
+        app: String,
+        /// Also deactivate them (whatever the app's `unmanaged` policy says).
+        #[arg(long)]
+        deactivate: bool,
+    },
     /// Ask the fanout to reconcile every known person in one app (or all
     /// apps), e.g. after adding an app or changing its scope.
     Reconcile {
@@ -289,6 +297,38 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Plan { app, live } => plan(&cfg, app, *live).await,
+        Cmd::Drift { app, deactivate } => {
+            let app_cfg = cfg
+                .app(app)
+                .with_context(|| format!("no app named {app:?} in the configuration"))?;
+            let pool = service_pool(&cfg, 4).await?;
+            let worker = tenure_fanout::app_worker(app_cfg, &cfg.fanout, pool).await?;
+            let report = worker.sweep(*deactivate).await?;
+            for u in &report.unmanaged {
+                println!(
+                    "unmanaged  {:<36} {:<30} active={}",
+                    u.id, u.user_name, u.active
+                );
+            }
+            for e in &report.errors {
+                eprintln!("error: {e}");
+            }
+            println!(
+                "{}: {} accounts listed, {} managed by Tenure, {} unmanaged, {} deactivated",
+                report.app,
+                report.listed,
+                report.managed,
+                report.unmanaged.len(),
+                report.deactivated
+            );
+            if !report.errors.is_empty() {
+                bail!(
+                    "{} account(s) could not be deactivated",
+                    report.errors.len()
+                );
+            }
+            Ok(())
+        }
         Cmd::Reconcile { app } => reconcile(&cfg, app.as_deref()).await,
         Cmd::Timeline { person, json } => {
             let pool = service_pool(&cfg, 2).await?;

@@ -295,6 +295,19 @@ pub struct AppConfig {
     /// auth (Nextcloud app passwords) instead of as a bearer token.
     #[serde(default)]
     pub basic_user: Option<String>,
+    /// What the periodic sweep does with accounts Tenure does not manage.
+    #[serde(default)]
+    pub unmanaged: UnmanagedPolicy,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnmanagedPolicy {
+    /// List them in an `AccountsSwept` event and leave them alone.
+    #[default]
+    Report,
+    /// Also set `active=false` on them.
+    Deactivate,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -1,0 +1,156 @@
+//! Drift the per-person reconcile cannot see: accounts in the app that
+//! Tenure does not manage. A sweep lists the app's accounts page by page,
+//! reports every account that is neither linked to a person nor carries a
+//! known person's externalId, and, when the app's policy says so,
+//! deactivates them. Everything it finds and does is recorded on the
+//! app's stream.
+
+use crate::worker::{AppWorker, WorkerError};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::HashSet;
+use tenure_config::UnmanagedPolicy;
+use tenure_scim::{Op, PatchOp};
+use tenure_store::sqlx;
+use tenure_store::{ExpectedVersion, Metadata, NewEvent};
+use uuid::Uuid;
+
+const PAGE: usize = 100;
+/// Accounts named in one event; the count is always complete.
+const LISTED: usize = 1000;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Unmanaged {
+    pub id: String,
+    pub user_name: String,
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepReport {
+    pub app: String,
+    pub listed: usize,
+    pub managed: usize,
+    pub unmanaged: Vec<Unmanaged>,
+    pub deactivated: usize,
+    pub errors: Vec<String>,
+}
+
+impl AppWorker {
+    /// Lists the app's accounts and reports (and by policy, or when
+    /// `force_deactivate`, switches off) those Tenure does not manage.
+    pub async fn sweep(&self, force_deactivate: bool) -> Result<SweepReport, WorkerError> {
+        let (users, calls) = self
+            .client
+            .list_all_users(PAGE)
+            .await
+            .map_err(|e| WorkerError::Transient(e.to_string()))?;
+        let linked: HashSet<String> = sqlx::query_scalar::<_, String>(
+            "SELECT remote_id FROM accounts WHERE app = $1 AND remote_id IS NOT NULL",
+        )
+        .bind(&self.app.name)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .collect();
+        let persons: HashSet<String> =
+            sqlx::query_scalar::<_, String>("SELECT person_id::text FROM persons")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .collect();
+        let unmanaged: Vec<Unmanaged> = users
+            .iter()
+            .filter(|u| !linked.contains(&u.id))
+            .filter(|u| u.external_id.as_ref().is_none_or(|x| !persons.contains(x)))
+            .map(|u| Unmanaged {
+                id: u.id.clone(),
+                user_name: u.user_name.clone(),
+                active: u.active,
+            })
+            .collect();
+        let deactivate = force_deactivate || self.app.unmanaged == UnmanagedPolicy::Deactivate;
+        let mut deactivated = 0;
+        let mut errors = Vec::new();
+        let mut events = Vec::new();
+        for call in &calls {
+            events.push(self.app_event(
+                "ScimCallSucceeded",
+                serde_json::to_value(call).unwrap_or_default(),
+            ));
+        }
+        if deactivate {
+            for u in unmanaged.iter().filter(|u| u.active) {
+                let op = Op::Patch {
+                    id: u.id.clone(),
+                    ops: vec![PatchOp::replace("active", false)],
+                };
+                match self.client.execute_with(&op, &self.profile, None).await {
+                    Ok(call) => {
+                        deactivated += 1;
+                        events.push(self.app_event(
+                            "ScimCallSucceeded",
+                            serde_json::to_value(&call.record).unwrap_or_default(),
+                        ));
+                        events.push(self.app_event(
+                            "UnmanagedAccountDeactivated",
+                            json!({ "remote_id": u.id, "user_name": u.user_name }),
+                        ));
+                    }
+                    Err(e) => {
+                        if let Some(r) = e.record() {
+                            events.push(self.app_event(
+                                "ScimCallFailed",
+                                serde_json::to_value(r).unwrap_or_default(),
+                            ));
+                        }
+                        errors.push(e.to_string());
+                    }
+                }
+            }
+        }
+        events.push(self.app_event(
+            "AccountsSwept",
+            json!({
+                "listed": users.len(),
+                "managed": users.len() - unmanaged.len(),
+                "unmanaged_count": unmanaged.len(),
+                "unmanaged": unmanaged.iter().take(LISTED).collect::<Vec<_>>(),
+                "deactivated": deactivated,
+            }),
+        ));
+        let mut conn = self.pool.acquire().await?;
+        tenure_store::append(
+            &mut conn,
+            &format!("app-{}", self.app.name),
+            ExpectedVersion::Any,
+            &events,
+        )
+        .await?;
+        Ok(SweepReport {
+            app: self.app.name.clone(),
+            listed: users.len(),
+            managed: users.len() - unmanaged.len(),
+            unmanaged,
+            deactivated,
+            errors,
+        })
+    }
+
+    fn app_event(&self, kind: &str, data: serde_json::Value) -> NewEvent {
+        NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: kind.into(),
+            data,
+            metadata: Metadata {
+                correlation_id: Uuid::new_v4(),
+                causation_id: None,
+                person_id: None,
+                app: Some(self.app.name.clone()),
+                source: None,
+                actor: "fanout".into(),
+                effective_at: None,
+            },
+        }
+    }
+}
