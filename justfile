@@ -32,3 +32,4 @@ bench: setup
     cargo build --release -p tenure
     source scripts/lib.sh && ensure_nats && ensure_python_peers && TENURE_BIN="$PWD/target/release/tenure" cargo run --release -q -p tenure-e2e --bin bench-termination
     source scripts/lib.sh && ensure_nats && ensure_python_peers && TENURE_BIN="$PWD/target/release/tenure" cargo run --release -q -p tenure-e2e --bin bench-schedule
+    source scripts/lib.sh && ensure_nats && ensure_python_peers && TENURE_BIN="$PWD/target/release/tenure" cargo run --release -q -p tenure-e2e --bin bench-fanout
