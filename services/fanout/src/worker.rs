@@ -225,21 +225,35 @@ impl AppWorker {
     /// Runs one job under a lease so two jobs for the same (app, person)
     /// never interleave, in this process or any other.
     pub async fn reconcile(&self, job: &Job) -> Result<Outcome, WorkerError> {
-        // The lease lives in a transaction that writes nothing: it gets no
-        // transaction id, so it does not hold back global event readers, and
-        // it is released by the database if this process dies.
-        let mut lease = self.pool.begin().await?;
+        // One transaction per job: the advisory lock is the lease, the reads
+        // and the final writes share its connection. It writes only at the
+        // end, so during the HTTP calls it has no transaction id and holds
+        // back no global event reader; if the process dies the database
+        // releases the lease.
+        let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
             .bind(LEASE_NAMESPACE)
             .bind(format!("{}:{}", self.app.name, job.person_id))
-            .execute(&mut *lease)
+            .execute(&mut *tx)
             .await?;
-        let result = self.reconcile_leased(job).await;
-        lease.rollback().await?;
-        result
+        match self.reconcile_leased(&mut tx, job).await {
+            // A transient failure still commits the audit of its calls.
+            result @ (Ok(_) | Err(WorkerError::Transient(_))) => {
+                tx.commit().await?;
+                result
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                Err(e)
+            }
+        }
     }
 
-    async fn reconcile_leased(&self, job: &Job) -> Result<Outcome, WorkerError> {
+    async fn reconcile_leased(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        job: &Job,
+    ) -> Result<Outcome, WorkerError> {
         self.refresh_caps().await;
         let row = sqlx::query(
             "SELECT p.attributes, e.entitlement FROM persons p
@@ -248,7 +262,7 @@ impl AppWorker {
         )
         .bind(job.person_id)
         .bind(&self.app.name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?;
         let Some(row) = row else {
             return Ok(Outcome::UnknownPerson);
@@ -270,15 +284,14 @@ impl AppWorker {
             )
             .bind(&self.app.name)
             .bind(job.person_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?;
             if linked.flatten().is_none() {
                 return Ok(Outcome::InSync);
             }
         }
         let stream = account_stream(&self.app.name, job.person_id);
-        let mut conn = self.pool.acquire().await?;
-        let version = tenure_store::stream_version(&mut conn, &stream).await?;
+        let version = tenure_store::stream_version(&mut *conn, &stream).await?;
         let known = sqlx::query(
             "SELECT remote_id, user_name FROM accounts WHERE app = $1 AND person_id = $2",
         )
@@ -294,7 +307,6 @@ impl AppWorker {
             remote_id: None,
             user_name: None,
         });
-        drop(conn);
 
         let deprovisioning = matches!(desired, Desired::Deactivated | Desired::Deleted);
         if deprovisioning && known.remote_id.is_some() && !job.approved {
@@ -334,10 +346,9 @@ impl AppWorker {
             );
         }
 
-        let mut tx = self.pool.begin().await?;
         if !audit.events.is_empty() {
             tenure_store::append(
-                &mut tx,
+                &mut *conn,
                 &stream,
                 ExpectedVersion::Exact(version),
                 &audit.events,
@@ -358,19 +369,18 @@ impl AppWorker {
                 .bind(&r.user_name)
                 .bind(r.active)
                 .bind(remote_state(r))
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
             }
             (Some(Outcome::Changed(what)), None) if what.contains(&"AccountDeleted") => {
                 sqlx::query("DELETE FROM accounts WHERE app = $1 AND person_id = $2")
                     .bind(&self.app.name)
                     .bind(job.person_id)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
             }
             _ => {}
         }
-        tx.commit().await?;
         match (outcome, error) {
             (Some(o), _) => Ok(o),
             (None, Some(e)) => Err(WorkerError::Transient(e.to_string())),
