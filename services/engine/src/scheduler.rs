@@ -134,23 +134,10 @@ pub async fn run_cron(
     let mut ran = Vec::new();
     for task in tasks {
         let mut tx = pool.begin().await?;
-        // The first sight of a task starts its clock; it does not run at once.
-        sqlx::query(
-            "INSERT INTO cron_runs (name, last_run_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(&task.name)
-        .bind(now)
-        .execute(&mut *tx)
+        let due = tenure_store::claim_periodic(&mut tx, &task.name, now, |last| {
+            task.schedule.after(&last).next()
+        })
         .await?;
-        let last: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "SELECT last_run_at FROM cron_runs WHERE name = $1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(&task.name)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let due = last
-            .and_then(|l| task.schedule.after(&l).next())
-            .is_some_and(|next| next <= now);
         if !due {
             // Commit, not roll back: a first sighting must be remembered.
             tx.commit().await?;
@@ -160,11 +147,6 @@ pub async fn run_cron(
             CronAction::Reconcile { app } => reconcile_app(&mut tx, engine, app, now).await?,
             CronAction::ExpirySweep => expiry_sweep(&mut tx, engine, now).await?,
         }
-        sqlx::query("UPDATE cron_runs SET last_run_at = $2 WHERE name = $1")
-            .bind(&task.name)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         info!(task = %task.name, "periodic task ran");
         ran.push(task.name.clone());

@@ -284,38 +284,17 @@ async fn sweep_loop(runtime: Arc<AppRuntime>, cron: String, shutdown: Cancellati
     }
 }
 
-/// Whether a periodic task is due now, claiming it when it is. A first
-/// sighting starts its clock; missed runs collapse into one.
-pub async fn claim_due(
+/// Whether a periodic task is due now, claiming it when it is.
+async fn claim_due(
     pool: &PgPool,
     name: &str,
     schedule: &cron::Schedule,
 ) -> Result<bool, tenure_store::sqlx::Error> {
-    let now = chrono::Utc::now();
     let mut tx = pool.begin().await?;
-    tenure_store::sqlx::query(
-        "INSERT INTO cron_runs (name, last_run_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind(name)
-    .bind(now)
-    .execute(&mut *tx)
+    let due = tenure_store::claim_periodic(&mut tx, name, chrono::Utc::now(), |last| {
+        schedule.after(&last).next()
+    })
     .await?;
-    let last: Option<chrono::DateTime<chrono::Utc>> = tenure_store::sqlx::query_scalar(
-        "SELECT last_run_at FROM cron_runs WHERE name = $1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(name)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let due = last
-        .and_then(|l| schedule.after(&l).next())
-        .is_some_and(|next| next <= now);
-    if due {
-        tenure_store::sqlx::query("UPDATE cron_runs SET last_run_at = $2 WHERE name = $1")
-            .bind(name)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-    }
     tx.commit().await?;
     Ok(due)
 }

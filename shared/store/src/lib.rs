@@ -14,6 +14,7 @@ pub mod chain;
 pub mod db;
 pub mod error;
 pub mod event;
+pub mod periodic;
 pub mod read;
 pub mod verify;
 
@@ -21,6 +22,7 @@ pub use append::{append, stream_version};
 pub use db::{connect, migrate, MIGRATOR};
 pub use error::StoreError;
 pub use event::{ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent};
+pub use periodic::claim_periodic;
 pub use read::{person_timeline, read_all, read_stream};
 pub use verify::{verify, ChainProblem, ChainProblemKind, VerifyReport};
 
