@@ -890,3 +890,79 @@ async fn a_sweep_reports_unmanaged_accounts_and_deactivates_them_on_request() ->
     assert_eq!(swept, 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn per_app_mapping_names_accounts_by_template_and_links_the_manager() -> anyhow::Result<()> {
+    let mut stack = Stack::with_options(tenure_e2e::Options {
+        wiki: concat!(
+            "[app.mapping]\n",
+            "user_name = \"{given_name}.{family_name}\"\n",
+            "cost_center = \"CC-{cost_center}\"\n",
+        )
+        .into(),
+        ..tenure_e2e::Options::default()
+    })
+    .await?;
+    stack.start_core().await?;
+    stack.start_fanout()?;
+
+    let boss = person(
+        "E-300",
+        "Mia",
+        "Boss",
+        "Sales",
+        "active",
+        "2026-01-02T09:00:00Z",
+    );
+    stack.send(&boss, "boss-1").await?;
+    let boss_account = wait_user(&stack, &stack.wiki_tenant, "Mia.Boss", |u| u.is_some())
+        .await?
+        .expect("the manager's wiki account");
+    assert_eq!(boss_account["userName"], "Mia.Boss", "mapping.user_name");
+    assert!(boss_account[ENTERPRISE].get("manager").is_none());
+    let boss_id = boss_account["id"].as_str().unwrap_or_default().to_string();
+    assert!(!boss_id.is_empty());
+    // The account is on record once its reconcile commits.
+    let deadline = std::time::Instant::now() + WAIT;
+    while stack
+        .psql_count(&format!(
+            "SELECT count(*) FROM accounts WHERE app = 'wiki' AND remote_id = '{boss_id}'"
+        ))
+        .await?
+        == 0
+    {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no account row for {boss_id}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut report = person(
+        "E-301",
+        "Rex",
+        "Report",
+        "Sales",
+        "active",
+        "2026-01-02T09:00:00Z",
+    );
+    report["manager_id"] = "E-300".into();
+    report["cost_center"] = "4711".into();
+    report["organization"] = "Acme".into();
+    report["division"] = "EMEA".into();
+    stack.send(&report, "report-1").await?;
+    let account = wait_user(&stack, &stack.wiki_tenant, "Rex.Report", |u| {
+        u.is_some_and(|u| u[ENTERPRISE]["manager"]["value"].is_string())
+    })
+    .await?
+    .expect("the report's wiki account");
+    assert_eq!(account["userName"], "Rex.Report");
+    assert_eq!(account[ENTERPRISE]["manager"]["value"], boss_id.as_str());
+    assert_eq!(account[ENTERPRISE]["costCenter"], "CC-4711");
+    assert_eq!(account[ENTERPRISE]["organization"], "Acme");
+    assert_eq!(account[ENTERPRISE]["division"], "EMEA");
+    assert_eq!(account[ENTERPRISE]["employeeNumber"], "301");
+    assert_eq!(account[ENTERPRISE]["department"], "Sales");
+    assert_eq!(account["emails"][0]["value"], "rex.report@example.com");
+    Ok(())
+}

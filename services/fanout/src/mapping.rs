@@ -2,18 +2,59 @@
 //! the SCIM account to converge on. Pure, so the mapping rules are tested
 //! without a server.
 
-use tenure_config::{AppConfig, UserNameFrom};
+use tenure_config::{parse_template, AppConfig, Segment, UserNameFrom};
 use tenure_domain::{Attributes, Entitlement, PurgeAction, TerminationPolicy};
 use tenure_scim::{Desired, UserSpec};
 use uuid::Uuid;
 
-pub fn user_name(app: &AppConfig, attrs: &Attributes) -> String {
+/// Fills a mapping template: absent attributes render as nothing.
+/// Templates are checked at config load; one that is not (a caller's own)
+/// renders as written.
+pub fn render(template: &str, person_id: Uuid, attrs: &Attributes) -> String {
+    let Ok(segments) = parse_template(template) else {
+        return template.to_string();
+    };
+    let mut out = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Text(t) => out.push_str(&t),
+            Segment::Placeholder(name) => match name.as_str() {
+                "person_id" => out.push_str(&person_id.to_string()),
+                "email_local_part" => out.push_str(email_local_part(&attrs.email)),
+                other => out.push_str(attrs.get(other).unwrap_or_default()),
+            },
+        }
+    }
+    out
+}
+
+fn email_local_part(email: &str) -> &str {
+    email.split_once('@').map_or(email, |(local, _)| local)
+}
+
+/// A template's value, `None` for an empty result ("unset"); without a
+/// template, `default`.
+fn mapped(
+    template: &Option<String>,
+    person_id: Uuid,
+    attrs: &Attributes,
+    default: Option<&str>,
+) -> Option<String> {
+    match template {
+        Some(t) => Some(render(t, person_id, attrs)).filter(|v| !v.trim().is_empty()),
+        None => default.map(str::to_string),
+    }
+}
+
+/// The account's userName: `mapping.user_name` when set (and not empty once
+/// rendered), else what the `user_name` key picks.
+pub fn user_name(app: &AppConfig, person_id: Uuid, attrs: &Attributes) -> String {
+    if let Some(name) = mapped(&app.mapping.user_name, person_id, attrs, None) {
+        return name;
+    }
     match app.user_name {
         UserNameFrom::Email => attrs.email.clone(),
-        UserNameFrom::EmailLocalPart => attrs
-            .email
-            .split_once('@')
-            .map_or(attrs.email.clone(), |(local, _)| local.to_string()),
+        UserNameFrom::EmailLocalPart => email_local_part(&attrs.email).to_string(),
         UserNameFrom::EmployeeNumber => attrs
             .employee_number
             .clone()
@@ -21,20 +62,51 @@ pub fn user_name(app: &AppConfig, attrs: &Attributes) -> String {
     }
 }
 
-pub fn user_spec(app: &AppConfig, person_id: Uuid, attrs: &Attributes, active: bool) -> UserSpec {
+/// `manager` is the manager's account id in this app, if the manager has
+/// one; it is sent only when the app's `mapping.manager` is on.
+pub fn user_spec(
+    app: &AppConfig,
+    person_id: Uuid,
+    attrs: &Attributes,
+    manager: Option<&str>,
+    active: bool,
+) -> UserSpec {
+    let m = &app.mapping;
+    let or_empty = |v: Option<String>| v.unwrap_or_default();
     UserSpec {
-        user_name: user_name(app, attrs),
+        user_name: user_name(app, person_id, attrs),
         // The person id, not the HR id: it is stable across sources and is
         // what a lookup after a crash finds the account by.
         external_id: person_id.to_string(),
         given_name: attrs.given_name.clone(),
         family_name: attrs.family_name.clone(),
-        display_name: attrs.display_name.clone(),
-        email: attrs.email.clone(),
+        display_name: or_empty(mapped(
+            &m.display_name,
+            person_id,
+            attrs,
+            Some(&attrs.display_name),
+        )),
+        email: or_empty(mapped(&m.email, person_id, attrs, Some(&attrs.email))),
         active,
         title: attrs.title.clone(),
         department: attrs.department.clone(),
         employee_number: attrs.employee_number.clone(),
+        cost_center: mapped(
+            &m.cost_center,
+            person_id,
+            attrs,
+            attrs.cost_center.as_deref(),
+        ),
+        organization: mapped(
+            &m.organization,
+            person_id,
+            attrs,
+            attrs.organization.as_deref(),
+        ),
+        division: mapped(&m.division, person_id, attrs, attrs.division.as_deref()),
+        manager: manager
+            .filter(|id| m.manager && !id.is_empty())
+            .map(str::to_string),
     }
 }
 
@@ -50,21 +122,23 @@ pub fn anonymised_spec(person_id: Uuid) -> UserSpec {
         display_name: "Former employee".into(),
         email: format!("former-{}@invalid", &tag[..12]),
         active: false,
-        title: None,
-        department: None,
-        employee_number: None,
+        ..UserSpec::default()
     }
 }
 
+/// `manager`: the manager's account id in this app (see [`user_spec`]).
 pub fn desired(
     app: &AppConfig,
     person_id: Uuid,
     attrs: &Attributes,
+    manager: Option<&str>,
     entitlement: Entitlement,
 ) -> Desired {
     match entitlement {
-        Entitlement::Active => Desired::Present(user_spec(app, person_id, attrs, true)),
-        Entitlement::PreProvisioned => Desired::Present(user_spec(app, person_id, attrs, false)),
+        Entitlement::Active => Desired::Present(user_spec(app, person_id, attrs, manager, true)),
+        Entitlement::PreProvisioned => {
+            Desired::Present(user_spec(app, person_id, attrs, manager, false))
+        }
         Entitlement::NoAccount | Entitlement::Suspended => Desired::Deactivated,
         Entitlement::Revoked => match app.on_termination {
             TerminationPolicy::Deactivate => Desired::Deactivated,
@@ -108,6 +182,7 @@ mod tests {
             &app("user_name = \"email_local_part\""),
             id,
             &attrs(),
+            None,
             Entitlement::Active,
         ) else {
             panic!("expected present")
@@ -115,7 +190,8 @@ mod tests {
         assert_eq!(spec.user_name, "ana.silva");
         assert_eq!(spec.external_id, id.to_string());
         assert!(spec.active);
-        let Desired::Present(early) = desired(&app(""), id, &attrs(), Entitlement::PreProvisioned)
+        let Desired::Present(early) =
+            desired(&app(""), id, &attrs(), None, Entitlement::PreProvisioned)
         else {
             panic!("expected present")
         };
@@ -125,11 +201,108 @@ mod tests {
         );
     }
 
+    fn spec_of(app: &AppConfig, attrs: &Attributes, manager: Option<&str>) -> UserSpec {
+        match desired(app, Uuid::nil(), attrs, manager, Entitlement::Active) {
+            Desired::Present(spec) => spec,
+            other => panic!("expected present, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn templates_render_attributes_and_extras() {
+        let id = Uuid::nil();
+        let a = Attributes {
+            cost_center: Some("CC-7".into()),
+            ..attrs()
+        };
+        assert_eq!(render("{given_name}.{family_name}", id, &a), "Ana.Silva");
+        assert_eq!(
+            render("{email_local_part}@corp.example", id, &a),
+            "ana.silva@corp.example"
+        );
+        assert_eq!(render("{{{department}}}", id, &a), "{Engineering}");
+        assert_eq!(render("x-{division}-y", id, &a), "x--y", "absent is empty");
+        assert_eq!(render("{person_id}", id, &a), id.to_string());
+        assert_eq!(render("{ cost_center }/{title}", id, &a), "CC-7/");
+    }
+
+    #[test]
+    fn mapping_templates_shape_the_spec() {
+        let a = Attributes {
+            cost_center: Some("CC-7".into()),
+            organization: Some("Acme".into()),
+            division: Some("Labs".into()),
+            manager_id: Some("E-0".into()),
+            ..attrs()
+        };
+        // Without templates the attributes pass through, the manager too.
+        let plain = spec_of(&app(""), &a, Some("remote-boss"));
+        assert_eq!(plain.user_name, "ana.silva@example.com");
+        assert_eq!(plain.cost_center.as_deref(), Some("CC-7"));
+        assert_eq!(plain.organization.as_deref(), Some("Acme"));
+        assert_eq!(plain.division.as_deref(), Some("Labs"));
+        assert_eq!(plain.manager.as_deref(), Some("remote-boss"));
+        assert_eq!(spec_of(&app(""), &a, None).manager, None);
+
+        let mapped = app(concat!(
+            "user_name = \"employee_number\"\n",
+            "[app.mapping]\n",
+            "user_name = \"{given_name}.{family_name}\"\n",
+            "display_name = \"{family_name}, {given_name}\"\n",
+            "email = \"{email_local_part}@corp.example\"\n",
+            "cost_center = \"{department}/{cost_center}\"\n",
+            "organization = \"\"\n",
+            "division = \"{title}\"\n",
+            "manager = false\n",
+        ));
+        let spec = spec_of(&mapped, &a, Some("remote-boss"));
+        assert_eq!(spec.user_name, "Ana.Silva", "mapping.user_name wins");
+        assert_eq!(user_name(&mapped, Uuid::nil(), &a), "Ana.Silva");
+        assert_eq!(spec.display_name, "Silva, Ana");
+        assert_eq!(spec.email, "ana.silva@corp.example");
+        assert_eq!(spec.cost_center.as_deref(), Some("Engineering/CC-7"));
+        assert_eq!(spec.organization, None, "an empty template unsets");
+        assert_eq!(spec.division, None, "renders empty without a title");
+        assert_eq!(spec.manager, None, "mapping.manager = false");
+
+        // A user name template that renders empty falls back to the key.
+        let fallback =
+            app("user_name = \"email_local_part\"\n[app.mapping]\nuser_name = \"{title}\"\n");
+        assert_eq!(spec_of(&fallback, &a, None).user_name, "ana.silva");
+    }
+
+    #[test]
+    fn anonymised_accounts_carry_no_mapped_attributes() {
+        let mapped = app("purge_action = \"anonymise\"\n[app.mapping]\ncost_center = \"CC\"\ndivision = \"{division}\"\n");
+        let a = Attributes {
+            division: Some("Labs".into()),
+            ..attrs()
+        };
+        let Desired::Present(anon) = desired(
+            &mapped,
+            Uuid::nil(),
+            &a,
+            Some("remote-boss"),
+            Entitlement::Purged,
+        ) else {
+            panic!("expected an anonymised account")
+        };
+        assert_eq!(
+            (
+                anon.cost_center,
+                anon.organization,
+                anon.division,
+                anon.manager
+            ),
+            (None, None, None, None)
+        );
+    }
+
     #[test]
     fn revocation_and_purge_follow_the_app_policy() {
         let id = Uuid::nil();
         assert_eq!(
-            desired(&app(""), id, &attrs(), Entitlement::Revoked),
+            desired(&app(""), id, &attrs(), None, Entitlement::Revoked),
             Desired::Deactivated
         );
         assert_eq!(
@@ -137,26 +310,28 @@ mod tests {
                 &app("on_termination = \"delete\""),
                 id,
                 &attrs(),
+                None,
                 Entitlement::Revoked
             ),
             Desired::Deleted
         );
         assert_eq!(
-            desired(&app(""), id, &attrs(), Entitlement::Suspended),
+            desired(&app(""), id, &attrs(), None, Entitlement::Suspended),
             Desired::Deactivated
         );
         assert_eq!(
-            desired(&app(""), id, &attrs(), Entitlement::Removed),
+            desired(&app(""), id, &attrs(), None, Entitlement::Removed),
             Desired::Deleted
         );
         assert_eq!(
-            desired(&app(""), id, &attrs(), Entitlement::Purged),
+            desired(&app(""), id, &attrs(), None, Entitlement::Purged),
             Desired::Deleted
         );
         let Desired::Present(anon) = desired(
             &app("purge_action = \"anonymise\""),
             id,
             &attrs(),
+            None,
             Entitlement::Purged,
         ) else {
             panic!("expected an anonymised account")

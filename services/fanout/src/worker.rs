@@ -178,8 +178,17 @@ impl AppWorker {
             .as_deref()
             .and_then(Entitlement::parse)
             .unwrap_or_default();
-        let desired = mapping::desired(&self.app, person_id, &attributes, entitlement);
-        let user_name = mapping::user_name(&self.app, &attributes);
+        let manager = self
+            .manager_remote_id(&self.pool, person_id, &attributes)
+            .await?;
+        let desired = mapping::desired(
+            &self.app,
+            person_id,
+            &attributes,
+            manager.as_deref(),
+            entitlement,
+        );
+        let user_name = mapping::user_name(&self.app, person_id, &attributes);
         let (remote, found_by) = if live {
             let job = Job {
                 app: self.app.name.clone(),
@@ -220,6 +229,38 @@ impl AppWorker {
             found_by,
             ops: diff_with(&desired, remote.as_ref(), self.caps(), &self.profile),
         }))
+    }
+
+    /// The account id in this app of the person's manager: the person of
+    /// the same source whose HR id is the `manager_id` attribute. `None`
+    /// when the app does not map managers, the person has none, or the
+    /// manager has no account here (yet).
+    async fn manager_remote_id<'e, E: sqlx::PgExecutor<'e>>(
+        &self,
+        executor: E,
+        person_id: Uuid,
+        attributes: &Attributes,
+    ) -> Result<Option<String>, WorkerError> {
+        let Some(manager_id) = attributes
+            .manager_id
+            .as_deref()
+            .filter(|_| self.app.mapping.manager)
+        else {
+            return Ok(None);
+        };
+        let remote_id: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT a.remote_id
+             FROM persons p
+             JOIN persons m ON m.source = p.source AND m.source_person_id = $2
+             JOIN accounts a ON a.app = $3 AND a.person_id = m.person_id
+             WHERE p.person_id = $1",
+        )
+        .bind(person_id)
+        .bind(manager_id)
+        .bind(&self.app.name)
+        .fetch_optional(executor)
+        .await?;
+        Ok(remote_id.flatten().filter(|id| !id.is_empty()))
     }
 
     /// Runs one job under a lease so two jobs for the same (app, person)
@@ -274,7 +315,16 @@ impl AppWorker {
             .as_deref()
             .and_then(Entitlement::parse)
             .unwrap_or_default();
-        let desired = mapping::desired(&self.app, job.person_id, &attributes, entitlement);
+        let manager = self
+            .manager_remote_id(&mut *conn, job.person_id, &attributes)
+            .await?;
+        let desired = mapping::desired(
+            &self.app,
+            job.person_id,
+            &attributes,
+            manager.as_deref(),
+            entitlement,
+        );
         // Anonymising is for an account that exists; never create one for it.
         if entitlement == Entitlement::Purged
             && self.app.purge_action == tenure_domain::PurgeAction::Anonymise
@@ -320,7 +370,7 @@ impl AppWorker {
             app: &self.app.name,
             events: Vec::new(),
         };
-        let user_name = mapping::user_name(&self.app, &attributes);
+        let user_name = mapping::user_name(&self.app, job.person_id, &attributes);
         let result = self
             .converge(job, &desired, &known, &user_name, &mut audit)
             .await;

@@ -272,6 +272,9 @@ pub struct AppConfig {
     pub purge_action: PurgeAction,
     #[serde(default)]
     pub user_name: UserNameFrom,
+    /// Per-app attribute templates; `mapping.user_name` overrides `user_name`.
+    #[serde(default)]
+    pub mapping: MappingConfig,
     /// Cron expression of this app's periodic full reconcile.
     #[serde(default = "hourly")]
     pub reconcile_cron: String,
@@ -298,6 +301,113 @@ pub struct AppConfig {
     /// What the periodic sweep does with accounts Tenure does not manage.
     #[serde(default)]
     pub unmanaged: UnmanagedPolicy,
+}
+
+/// How an app's account attributes are built from the person's attributes.
+/// Templates are text with `{placeholder}`s naming a person attribute
+/// ([`tenure_domain::Attributes::NAMES`]), `email_local_part` or
+/// `person_id`; `{{` and `}}` are literal braces. An absent attribute
+/// renders as nothing, and an empty result leaves the SCIM attribute unset.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MappingConfig {
+    pub user_name: Option<String>,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    pub cost_center: Option<String>,
+    pub organization: Option<String>,
+    pub division: Option<String>,
+    /// Send the manager (as the manager's account id in this app).
+    pub manager: bool,
+}
+
+impl Default for MappingConfig {
+    fn default() -> Self {
+        Self {
+            user_name: None,
+            display_name: None,
+            email: None,
+            cost_center: None,
+            organization: None,
+            division: None,
+            manager: true,
+        }
+    }
+}
+
+impl MappingConfig {
+    /// The templates that are set, by their key.
+    pub fn templates(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("user_name", &self.user_name),
+            ("display_name", &self.display_name),
+            ("email", &self.email),
+            ("cost_center", &self.cost_center),
+            ("organization", &self.organization),
+            ("division", &self.division),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+    }
+}
+
+/// Placeholders a template may use besides the person attribute names.
+pub const EXTRA_PLACEHOLDERS: [&str; 2] = ["email_local_part", "person_id"];
+
+/// One piece of a parsed template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Text(String),
+    Placeholder(String),
+}
+
+/// Parses a mapping template, checking braces and placeholder names.
+pub fn parse_template(template: &str) -> Result<Vec<Segment>, String> {
+    let mut out = Vec::new();
+    let mut text = String::new();
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                text.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                text.push('}');
+            }
+            '{' => {
+                let mut name = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some('{') | None => return Err("unbalanced '{'".into()),
+                        Some(c) => name.push(c),
+                    }
+                }
+                let name = name.trim().to_string();
+                if !tenure_domain::Attributes::NAMES.contains(&name.as_str())
+                    && !EXTRA_PLACEHOLDERS.contains(&name.as_str())
+                {
+                    return Err(format!(
+                        "unknown placeholder {{{name}}}; use one of {}, {}",
+                        tenure_domain::Attributes::NAMES.join(", "),
+                        EXTRA_PLACEHOLDERS.join(", ")
+                    ));
+                }
+                if !text.is_empty() {
+                    out.push(Segment::Text(std::mem::take(&mut text)));
+                }
+                out.push(Segment::Placeholder(name));
+            }
+            '}' => return Err("unbalanced '}' (write '}}' for a literal brace)".into()),
+            c => text.push(c),
+        }
+    }
+    if !text.is_empty() {
+        out.push(Segment::Text(text));
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -473,6 +583,14 @@ impl Config {
                 &app.reconcile_cron,
             )?;
             app.scim_profile()?;
+            for (key, template) in app.mapping.templates() {
+                parse_template(template).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "app {:?}: mapping.{key} = {template:?}: {e}",
+                        app.name
+                    ))
+                })?;
+            }
             if let Some(f) = &app.scope {
                 if !tenure_domain::Attributes::NAMES.contains(&f.attribute.as_str()) {
                     return Err(ConfigError::Invalid(format!(
@@ -619,5 +737,67 @@ mod tests {
             p.put_allowed && !p.discovery,
             "extends gitlab, overrides PUT: {p:?}"
         );
+    }
+
+    #[test]
+    fn mapping_templates_parse() {
+        let cfg = Config::parse(
+            "[[app]]\nname = \"wiki\"\nbase_url = \"http://x\"\n[app.mapping]\nuser_name = \"{given_name}.{family_name}\"\ncost_center = \"CC-{ cost_center }\"\nmanager = false\n",
+            "c.toml",
+        )
+        .expect("valid mapping");
+        let m = &cfg.apps[0].mapping;
+        assert_eq!(m.user_name.as_deref(), Some("{given_name}.{family_name}"));
+        assert!(!m.manager);
+        let plain = Config::parse(
+            "[[app]]\nname = \"wiki\"\nbase_url = \"http://x\"\n",
+            "c.toml",
+        )
+        .expect("no mapping");
+        assert_eq!(plain.apps[0].mapping, MappingConfig::default());
+        assert!(
+            plain.apps[0].mapping.manager,
+            "the manager is sent by default"
+        );
+        assert_eq!(
+            parse_template("{{{email_local_part}}}-{person_id}"),
+            Ok(vec![
+                Segment::Text("{".into()),
+                Segment::Placeholder("email_local_part".into()),
+                Segment::Text("}-".into()),
+                Segment::Placeholder("person_id".into()),
+            ])
+        );
+    }
+
+    #[test]
+    fn mapping_mistakes_name_the_app_and_the_template() {
+        for (template, why) in [
+            ("{given_name", "unbalanced '{'"),
+            ("{given_{name}}", "unbalanced '{'"),
+            ("given_name}", "unbalanced '}'"),
+            ("{shoe_size}", "unknown placeholder {shoe_size}"),
+            ("{}", "unknown placeholder {}"),
+        ] {
+            let text = format!(
+                "[[app]]\nname = \"wiki\"\nbase_url = \"http://x\"\n[app.mapping]\ndivision = {template:?}\n"
+            );
+            let e = Config::parse(&text, "c.toml")
+                .expect_err(template)
+                .to_string();
+            assert!(
+                e.contains("\"wiki\"")
+                    && e.contains("mapping.division")
+                    && e.contains(template)
+                    && e.contains(why),
+                "{template}: {e}"
+            );
+        }
+        let e = Config::parse(
+            "[[app]]\nname = \"wiki\"\nbase_url = \"http://x\"\n[app.mapping]\nusername = \"{email}\"\n",
+            "c.toml",
+        )
+        .expect_err("unknown key");
+        assert!(e.to_string().contains("username"), "{e}");
     }
 }

@@ -35,6 +35,12 @@ pub struct SourceRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub department: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_center: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub division: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manager_id: Option<String>,
@@ -92,6 +98,12 @@ pub struct Attributes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub department: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_center: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub division: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manager_id: Option<String>,
@@ -117,6 +129,9 @@ impl Attributes {
             "email" => Some(&self.email),
             "employee_number" => self.employee_number.as_deref(),
             "department" => self.department.as_deref(),
+            "cost_center" => self.cost_center.as_deref(),
+            "organization" => self.organization.as_deref(),
+            "division" => self.division.as_deref(),
             "title" => self.title.as_deref(),
             "manager_id" => self.manager_id.as_deref(),
             "location" => self.location.as_deref(),
@@ -125,13 +140,16 @@ impl Attributes {
         }
     }
 
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 13] = [
         "given_name",
         "family_name",
         "display_name",
         "email",
         "employee_number",
         "department",
+        "cost_center",
+        "organization",
+        "division",
         "title",
         "manager_id",
         "location",
@@ -206,6 +224,9 @@ impl SourceRecord {
             ("display_name", &self.display_name),
             ("employee_number", &self.employee_number),
             ("department", &self.department),
+            ("cost_center", &self.cost_center),
+            ("organization", &self.organization),
+            ("division", &self.division),
             ("title", &self.title),
             ("manager_id", &self.manager_id),
             ("location", &self.location),
@@ -252,6 +273,9 @@ impl SourceRecord {
             email: self.work_email.trim().to_string(),
             employee_number: clean(&self.employee_number),
             department: clean(&self.department),
+            cost_center: clean(&self.cost_center),
+            organization: clean(&self.organization),
+            division: clean(&self.division),
             title: clean(&self.title),
             manager_id: clean(&self.manager_id),
             location: clean(&self.location),
@@ -344,6 +368,15 @@ mod tests {
         let a = r.attributes();
         assert_eq!(a.display_name, "Ana Silva");
         assert_eq!(a.time_zone.as_deref(), Some("Europe/Berlin"));
+        assert_eq!(a.cost_center, None);
+        let mut v = valid();
+        v["cost_center"] = " CC-7 ".into();
+        v["organization"] = "Acme".into();
+        v["division"] = "".into();
+        let a = parse(v).expect("valid").attributes();
+        assert_eq!(a.get("cost_center"), Some("CC-7"));
+        assert_eq!(a.get("organization"), Some("Acme"));
+        assert_eq!(a.get("division"), None);
     }
 
     #[test]
@@ -388,6 +421,12 @@ mod tests {
         let mut v = valid();
         v["title"] = "Boss\u{0007}".into();
         assert_eq!(field_of(parse(v)), "title");
+        let mut v = valid();
+        v["cost_center"] = "CC\u{0007}".into();
+        assert_eq!(field_of(parse(v)), "cost_center");
+        let mut v = valid();
+        v["division"] = "x".repeat(257).into();
+        assert_eq!(field_of(parse(v)), "division");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::profile::Profile;
-use crate::user::{non_empty, non_empty_opt, work_emails, RemoteUser, UserSpec};
+use crate::user::{manager_ref, non_empty, non_empty_opt, work_emails, RemoteUser, UserSpec};
 
 /// What Tenure wants for one person in one app.
 // Unboxed so callers can build and match it directly; one value lives per
@@ -103,6 +103,14 @@ pub const PATH_DEPARTMENT: &str =
     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department";
 pub const PATH_EMPLOYEE_NUMBER: &str =
     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber";
+pub const PATH_COST_CENTER: &str =
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter";
+pub const PATH_ORGANIZATION: &str =
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:organization";
+pub const PATH_DIVISION: &str =
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:division";
+/// The whole complex `manager` attribute, replaced with `{"value": id}`.
+pub const PATH_MANAGER: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager";
 
 /// What `remote` looks like after the server applied `ops` (as made by
 /// [`diff`]). Servers may answer a PATCH with 204 and no body; this spares a
@@ -114,7 +122,7 @@ pub fn apply_patch(remote: &RemoteUser, ops: &[PatchOp]) -> Option<RemoteUser> {
         let text = match (p.op.as_str(), &p.value) {
             ("remove", _) => None,
             ("replace", Value::String(s)) => Some(s.clone()),
-            ("replace", Value::Bool(_) | Value::Array(_)) => None,
+            ("replace", Value::Bool(_) | Value::Array(_) | Value::Object(_)) => None,
             _ => return None,
         };
         match p.path.as_str() {
@@ -126,6 +134,16 @@ pub fn apply_patch(remote: &RemoteUser, ops: &[PatchOp]) -> Option<RemoteUser> {
             PATH_TITLE => r.title = text,
             PATH_DEPARTMENT => r.department = text,
             PATH_EMPLOYEE_NUMBER => r.employee_number = text,
+            PATH_COST_CENTER => r.cost_center = text,
+            PATH_ORGANIZATION => r.organization = text,
+            PATH_DIVISION => r.division = text,
+            PATH_MANAGER => {
+                r.manager = match (p.op.as_str(), &p.value) {
+                    ("remove", _) => None,
+                    ("replace", Value::Object(m)) => Some(m.get("value")?.as_str()?.to_owned()),
+                    _ => return None,
+                }
+            }
             PATH_ACTIVE => r.active = p.value.as_bool()?,
             PATH_EMAILS => {
                 r.email = p
@@ -313,11 +331,34 @@ fn attribute_changes(spec: &UserSpec, remote: &RemoteUser, external_id: bool) ->
             non_empty_opt(&spec.employee_number),
             non_empty_opt(&remote.employee_number),
         ),
+        (
+            PATH_COST_CENTER,
+            non_empty_opt(&spec.cost_center),
+            non_empty_opt(&remote.cost_center),
+        ),
+        (
+            PATH_ORGANIZATION,
+            non_empty_opt(&spec.organization),
+            non_empty_opt(&remote.organization),
+        ),
+        (
+            PATH_DIVISION,
+            non_empty_opt(&spec.division),
+            non_empty_opt(&remote.division),
+        ),
     ];
     for (path, want, have) in optionals {
         if want != have {
             ops.push(set(path, want));
         }
+    }
+    let (want_manager, have_manager) =
+        (non_empty_opt(&spec.manager), non_empty_opt(&remote.manager));
+    if want_manager != have_manager {
+        ops.push(match want_manager {
+            Some(id) => PatchOp::replace(PATH_MANAGER, manager_ref(id)),
+            None => PatchOp::remove(PATH_MANAGER),
+        });
     }
     ops
 }
@@ -340,6 +381,10 @@ mod tests {
             title: Some("Engineer".into()),
             department: Some("R&D".into()),
             employee_number: Some("42".into()),
+            cost_center: Some("CC-1".into()),
+            organization: Some("Acme".into()),
+            division: None,
+            manager: Some("m-1".into()),
         }
     }
 
@@ -356,6 +401,10 @@ mod tests {
             title: non_empty_opt(&spec.title).map(str::to_owned),
             department: non_empty_opt(&spec.department).map(str::to_owned),
             employee_number: non_empty_opt(&spec.employee_number).map(str::to_owned),
+            cost_center: non_empty_opt(&spec.cost_center).map(str::to_owned),
+            organization: non_empty_opt(&spec.organization).map(str::to_owned),
+            division: non_empty_opt(&spec.division).map(str::to_owned),
+            manager: non_empty_opt(&spec.manager).map(str::to_owned),
             etag: Some("W/\"1\"".into()),
         }
     }
@@ -527,6 +576,71 @@ mod tests {
             PATH_EMPLOYEE_NUMBER,
             format!("{ENTERPRISE_USER_SCHEMA}:employeeNumber")
         );
+        assert_eq!(
+            PATH_COST_CENTER,
+            format!("{ENTERPRISE_USER_SCHEMA}:costCenter")
+        );
+        assert_eq!(
+            PATH_ORGANIZATION,
+            format!("{ENTERPRISE_USER_SCHEMA}:organization")
+        );
+        assert_eq!(PATH_DIVISION, format!("{ENTERPRISE_USER_SCHEMA}:division"));
+        assert_eq!(PATH_MANAGER, format!("{ENTERPRISE_USER_SCHEMA}:manager"));
+    }
+
+    #[test]
+    fn enterprise_extension_changes_patch_and_apply() {
+        let s = spec();
+        let mut r = remote_of(&s);
+        r.cost_center = None;
+        r.organization = Some("Old".into());
+        r.division = Some("Gone".into());
+        r.manager = Some("m-0".into());
+        let ops = diff(
+            &Desired::Present(s.clone()),
+            Some(&r),
+            Capabilities::default(),
+        );
+        let patch = vec![
+            PatchOp::replace(PATH_COST_CENTER, "CC-1"),
+            PatchOp::replace(PATH_ORGANIZATION, "Acme"),
+            PatchOp::remove(PATH_DIVISION),
+            PatchOp::replace(PATH_MANAGER, json!({"value": "m-1"})),
+        ];
+        assert_eq!(
+            ops,
+            vec![Op::Patch {
+                id: "u1".into(),
+                ops: patch.clone()
+            }]
+        );
+        let after = apply_patch(&r, &patch).expect("known paths");
+        assert_eq!(after.manager.as_deref(), Some("m-1"));
+        assert!(diff(
+            &Desired::Present(s.clone()),
+            Some(&after),
+            Capabilities::default()
+        )
+        .is_empty());
+        let mut no_manager = s;
+        no_manager.manager = None;
+        let ops = diff(
+            &Desired::Present(no_manager),
+            Some(&after),
+            Capabilities::default(),
+        );
+        assert_eq!(
+            ops,
+            vec![Op::Patch {
+                id: "u1".into(),
+                ops: vec![PatchOp::remove(PATH_MANAGER)]
+            }]
+        );
+        assert_eq!(
+            apply_patch(&after, &[PatchOp::replace(PATH_MANAGER, "bare")]),
+            None,
+            "a manager is a reference object"
+        );
     }
 
     #[test]
@@ -556,6 +670,7 @@ mod tests {
             (text(), text(), text(), text(), text()),
             any::<bool>(),
             (opt_text(), opt_text(), opt_text()),
+            (opt_text(), opt_text(), opt_text(), opt_text()),
         )
             .prop_map(
                 |(
@@ -563,6 +678,7 @@ mod tests {
                     (external_id, given_name, family_name, display_name, email),
                     active,
                     (title, department, employee_number),
+                    (cost_center, organization, division, manager),
                 )| UserSpec {
                     user_name,
                     external_id,
@@ -574,6 +690,10 @@ mod tests {
                     title,
                     department,
                     employee_number,
+                    cost_center,
+                    organization,
+                    division,
+                    manager,
                 },
             )
     }
@@ -584,6 +704,7 @@ mod tests {
             (opt_text(), opt_text(), opt_text(), opt_text(), opt_text()),
             any::<bool>(),
             (opt_text(), opt_text(), opt_text()),
+            (opt_text(), opt_text(), opt_text(), opt_text()),
         )
             .prop_map(
                 |(
@@ -591,6 +712,7 @@ mod tests {
                     (external_id, given_name, family_name, display_name, email),
                     active,
                     (title, department, employee_number),
+                    (cost_center, organization, division, manager),
                 )| RemoteUser {
                     id: "r1".into(),
                     user_name,
@@ -603,6 +725,10 @@ mod tests {
                     title,
                     department,
                     employee_number,
+                    cost_center,
+                    organization,
+                    division,
+                    manager,
                     etag: None,
                 },
             )

@@ -18,7 +18,7 @@ pub const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp
 pub const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 
 /// The account an app should hold for a person.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserSpec {
     pub user_name: String,
     pub external_id: String,
@@ -30,6 +30,16 @@ pub struct UserSpec {
     pub title: Option<String>,
     pub department: Option<String>,
     pub employee_number: Option<String>,
+    #[serde(default)]
+    pub cost_center: Option<String>,
+    #[serde(default)]
+    pub organization: Option<String>,
+    #[serde(default)]
+    pub division: Option<String>,
+    /// The manager's id in the same app (`manager.value` of the enterprise
+    /// extension), not the manager's HR id.
+    #[serde(default)]
+    pub manager: Option<String>,
 }
 
 /// `None` for an empty string, so "unset" has one spelling everywhere.
@@ -43,6 +53,11 @@ pub(crate) fn non_empty(s: &str) -> Option<&str> {
 
 pub(crate) fn non_empty_opt(s: &Option<String>) -> Option<&str> {
     s.as_deref().and_then(non_empty)
+}
+
+/// The enterprise `manager` value Tenure writes: a reference by id.
+pub(crate) fn manager_ref(id: &str) -> Value {
+    json!({ "value": id })
 }
 
 /// The `emails` value Tenure writes: a single primary work address.
@@ -86,6 +101,18 @@ impl UserSpec {
         if let Some(v) = non_empty_opt(&self.department) {
             enterprise.insert("department".into(), v.into());
         }
+        if let Some(v) = non_empty_opt(&self.cost_center) {
+            enterprise.insert("costCenter".into(), v.into());
+        }
+        if let Some(v) = non_empty_opt(&self.organization) {
+            enterprise.insert("organization".into(), v.into());
+        }
+        if let Some(v) = non_empty_opt(&self.division) {
+            enterprise.insert("division".into(), v.into());
+        }
+        if let Some(v) = non_empty_opt(&self.manager) {
+            enterprise.insert("manager".into(), manager_ref(v));
+        }
         if !enterprise.is_empty() {
             schemas.push(ENTERPRISE_USER_SCHEMA.into());
             user.insert(ENTERPRISE_USER_SCHEMA.into(), Value::Object(enterprise));
@@ -110,7 +137,7 @@ impl UserSpec {
 }
 
 /// A User as a SCIM server returned it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RemoteUser {
     pub id: String,
     pub user_name: String,
@@ -126,6 +153,15 @@ pub struct RemoteUser {
     pub title: Option<String>,
     pub department: Option<String>,
     pub employee_number: Option<String>,
+    #[serde(default)]
+    pub cost_center: Option<String>,
+    #[serde(default)]
+    pub organization: Option<String>,
+    #[serde(default)]
+    pub division: Option<String>,
+    /// `manager.value`: the manager's id in this app.
+    #[serde(default)]
+    pub manager: Option<String>,
     /// `meta.version`, the resource's ETag.
     pub etag: Option<String>,
 }
@@ -191,6 +227,13 @@ impl RemoteUser {
             title: get_str(obj, "title"),
             department: enterprise.and_then(|e| get_str(e, "department")),
             employee_number: enterprise.and_then(|e| get_str(e, "employeeNumber")),
+            cost_center: enterprise.and_then(|e| get_str(e, "costCenter")),
+            organization: enterprise.and_then(|e| get_str(e, "organization")),
+            division: enterprise.and_then(|e| get_str(e, "division")),
+            manager: enterprise
+                .and_then(|e| get_ci(e, "manager"))
+                .and_then(Value::as_object)
+                .and_then(|m| get_str(m, "value")),
             etag: meta.and_then(|m| get_str(m, "version")),
             id,
         })
@@ -212,6 +255,10 @@ impl RemoteUser {
             title: self.title.clone(),
             department: self.department.clone(),
             employee_number: self.employee_number.clone(),
+            cost_center: self.cost_center.clone(),
+            organization: self.organization.clone(),
+            division: self.division.clone(),
+            manager: self.manager.clone(),
         }
     }
 }
@@ -232,6 +279,10 @@ mod tests {
             title: Some("Engineer".into()),
             department: Some("R&D".into()),
             employee_number: None,
+            cost_center: Some("CC-1".into()),
+            organization: None,
+            division: Some("Labs".into()),
+            manager: Some("m-1".into()),
         }
     }
 
@@ -255,7 +306,13 @@ mod tests {
         );
         assert_eq!(v["active"], true);
         assert_eq!(v["title"], "Engineer");
-        assert_eq!(v[ENTERPRISE_USER_SCHEMA], json!({"department": "R&D"}));
+        assert_eq!(
+            v[ENTERPRISE_USER_SCHEMA],
+            json!({
+                "department": "R&D", "costCenter": "CC-1", "division": "Labs",
+                "manager": {"value": "m-1"}
+            })
+        );
     }
 
     #[test]
@@ -265,6 +322,9 @@ mod tests {
         s.employee_number = Some(String::new());
         s.email = String::new();
         s.title = None;
+        s.cost_center = None;
+        s.division = Some(String::new());
+        s.manager = None;
         let v = s.to_scim();
         assert_eq!(v["schemas"], json!([CORE_USER_SCHEMA]));
         assert!(v.get(ENTERPRISE_USER_SCHEMA).is_none());
@@ -298,7 +358,11 @@ mod tests {
                 {"value": "work@example.com", "type": "work", "primary": true}
             ],
             "active": false, "title": "Eng",
-            ENTERPRISE_USER_SCHEMA: {"department": "R&D", "employeeNumber": "42"},
+            ENTERPRISE_USER_SCHEMA: {
+                "department": "R&D", "employeeNumber": "42", "costCenter": "CC",
+                "organization": "Org", "division": "Div",
+                "manager": {"value": "m1", "$ref": "../Users/m1", "displayName": "Boss"}
+            },
             "meta": {"version": "W/\"3\""}
         });
         let u = RemoteUser::from_scim(&v).expect("valid user");
@@ -308,6 +372,10 @@ mod tests {
         assert!(!u.active);
         assert_eq!(u.department.as_deref(), Some("R&D"));
         assert_eq!(u.employee_number.as_deref(), Some("42"));
+        assert_eq!(u.cost_center.as_deref(), Some("CC"));
+        assert_eq!(u.organization.as_deref(), Some("Org"));
+        assert_eq!(u.division.as_deref(), Some("Div"));
+        assert_eq!(u.manager.as_deref(), Some("m1"));
         assert_eq!(u.etag.as_deref(), Some("W/\"3\""));
     }
 

@@ -35,6 +35,7 @@ fn spec() -> UserSpec {
         title: Some("Engineer".into()),
         department: None,
         employee_number: None,
+        ..UserSpec::default()
     }
 }
 

@@ -100,6 +100,7 @@ fn spec() -> UserSpec {
         title: None,
         department: None,
         employee_number: None,
+        ..UserSpec::default()
     }
 }
 

@@ -292,6 +292,10 @@ async fn reconcile_lifecycle(caps: Capabilities) {
         title: None,
         department: Some("Kernel".into()),
         employee_number: None,
+        cost_center: Some("CC-2".into()),
+        organization: None,
+        division: Some(String::new()),
+        manager: Some("torvalds-boss".into()),
         ..hired.clone()
     };
     let present = Desired::Present(moved.clone());
@@ -307,6 +311,10 @@ async fn reconcile_lifecycle(caps: Capabilities) {
     assert_eq!(remote.title, None);
     assert_eq!(remote.employee_number, None);
     assert_eq!(remote.department.as_deref(), Some("Kernel"));
+    assert_eq!(remote.cost_center.as_deref(), Some("CC-2"));
+    assert_eq!(remote.organization, None);
+    assert_eq!(remote.division, None);
+    assert_eq!(remote.manager.as_deref(), Some("torvalds-boss"));
 
     // Leaver, first deactivated: the profile must survive.
     reconcile(&client, &Desired::Deactivated, ext, caps).await;
@@ -316,6 +324,7 @@ async fn reconcile_lifecycle(caps: Capabilities) {
     assert!(!remote.active);
     let mut expected = moved.clone();
     expected.user_name = user_name_after_move;
+    expected.division = None;
     expected.active = false;
     assert_eq!(remote.to_spec(), expected);
 
@@ -355,6 +364,10 @@ async fn patch_on_account_without_email_or_enterprise_data() {
         title: None,
         department: None,
         employee_number: None,
+        cost_center: None,
+        organization: None,
+        division: None,
+        manager: None,
         display_name: String::new(),
         given_name: String::new(),
         family_name: String::new(),
@@ -394,4 +407,95 @@ async fn patch_on_account_without_email_or_enterprise_data() {
     }
     let after = client.get_user(&created.id).await.expect("get").value;
     assert_eq!(after.map(|u| u.to_spec()), Some(stripped));
+}
+
+/// Every enterprise attribute Tenure maps, the manager as a reference to
+/// another account on the same server: created, changed, cleared, and each
+/// step converges (a second diff finds nothing to do).
+#[tokio::test]
+async fn enterprise_extension_round_trip_converges() {
+    let server = ScimServer::start();
+    let client = server.client();
+    let caps = Capabilities::default();
+    let boss = UserSpec {
+        manager: None,
+        ..spec("grace", "E-1")
+    };
+    let boss = client.create_user(&boss).await.expect("create boss").value;
+    let other_boss = UserSpec {
+        manager: None,
+        ..spec("alan", "E-2")
+    };
+    let other_boss = client
+        .create_user(&other_boss)
+        .await
+        .expect("create other boss")
+        .value;
+
+    let report = UserSpec {
+        employee_number: Some("7".into()),
+        department: Some("Compilers".into()),
+        cost_center: Some("CC-7".into()),
+        organization: Some("Navy".into()),
+        division: Some("Research".into()),
+        manager: Some(boss.id.clone()),
+        ..spec("kathleen", "E-3")
+    };
+    let created = client.create_user(&report).await.expect("create").value;
+    assert_eq!(created.to_spec(), report);
+    let got = client
+        .get_user(&created.id)
+        .await
+        .expect("get")
+        .value
+        .expect("there");
+    assert_eq!(got.manager.as_deref(), Some(boss.id.as_str()));
+    assert!(diff(&Desired::Present(report.clone()), Some(&got), caps).is_empty());
+
+    for next in [
+        UserSpec {
+            cost_center: Some("CC-8".into()),
+            organization: None,
+            division: Some("Ops".into()),
+            manager: Some(other_boss.id.clone()),
+            ..report.clone()
+        },
+        UserSpec {
+            cost_center: None,
+            organization: Some("Navy".into()),
+            division: None,
+            manager: None,
+            ..report.clone()
+        },
+        report.clone(),
+    ] {
+        let current = client
+            .get_user(&created.id)
+            .await
+            .expect("get")
+            .value
+            .expect("there");
+        let want = Desired::Present(next.clone());
+        let ops = diff(&want, Some(&current), caps);
+        let [Op::Patch { id, ops }] = ops.as_slice() else {
+            panic!("expected one patch, got {ops:?}");
+        };
+        client.patch_user(id, ops).await.expect("patch");
+        let after = client
+            .get_user(&created.id)
+            .await
+            .expect("get")
+            .value
+            .expect("there");
+        assert_eq!(after.to_spec(), next);
+        assert!(
+            diff(&want, Some(&after), caps).is_empty(),
+            "not converged: {after:?}"
+        );
+        assert_eq!(
+            tenure_scim::apply_patch(&current, ops).map(|r| r.to_spec()),
+            Some(next),
+            "the local model of the patch agrees with the server"
+        );
+    }
 }

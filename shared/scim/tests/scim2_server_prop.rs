@@ -25,6 +25,7 @@ fn any_spec() -> impl Strategy<Value = UserSpec> {
         (text(), text(), text(), text(), text()),
         any::<bool>(),
         (opt_text(), opt_text(), opt_text()),
+        (opt_text(), opt_text(), opt_text(), opt_text()),
     )
         .prop_map(
             |(
@@ -32,6 +33,7 @@ fn any_spec() -> impl Strategy<Value = UserSpec> {
                 (external_id, given_name, family_name, display_name, email),
                 active,
                 (title, department, employee_number),
+                (cost_center, organization, division, manager),
             )| UserSpec {
                 user_name,
                 external_id,
@@ -43,6 +45,10 @@ fn any_spec() -> impl Strategy<Value = UserSpec> {
                 title,
                 department,
                 employee_number,
+                cost_center,
+                organization,
+                division,
+                manager,
             },
         )
 }

@@ -159,5 +159,9 @@ pub fn spec(user_name: &str, external_id: &str) -> UserSpec {
         title: Some("Engineer".into()),
         department: Some("R&D".into()),
         employee_number: Some("1815".into()),
+        cost_center: Some("CC-1815".into()),
+        organization: Some("Analytical Engines".into()),
+        division: Some("Computing".into()),
+        manager: Some("babbage-id".into()),
     }
 }
