@@ -122,6 +122,17 @@ impl Breaker {
         }
     }
 
+    /// The probe could not be judged (it failed for reasons of our own):
+    /// back to open with the same cool-down, so another job probes later.
+    pub fn abandon_probe(&mut self, now: Instant) {
+        if let State::HalfOpen { cooldown } = self.state {
+            self.state = State::Open {
+                until: now + cooldown,
+                cooldown,
+            };
+        }
+    }
+
     fn open(&mut self, cooldown: Duration, now: Instant) -> Option<Transition> {
         self.state = State::Open {
             until: now + cooldown,
@@ -204,6 +215,27 @@ mod tests {
         assert_eq!(b.record(true, last), Some(Transition::Closed));
         assert_eq!(b.admit(last), Admit::Yes);
         assert!(b.is_closed());
+    }
+
+    #[test]
+    fn an_abandoned_probe_lets_a_later_job_probe() {
+        let t = Instant::now();
+        let mut b = breaker();
+        for _ in 0..3 {
+            b.record(false, t);
+        }
+        let later = t + Duration::from_secs(10);
+        assert_eq!(b.admit(later), Admit::Probe);
+        b.abandon_probe(later);
+        assert!(matches!(
+            b.admit(later + Duration::from_secs(9)),
+            Admit::No { .. }
+        ));
+        assert_eq!(
+            b.admit(later + Duration::from_secs(10)),
+            Admit::Probe,
+            "same cool-down, not doubled"
+        );
     }
 
     #[test]

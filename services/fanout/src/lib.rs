@@ -173,6 +173,12 @@ impl AppRuntime {
         }
     }
 
+    fn abandon_probe(&self) {
+        if let Ok(mut b) = self.breaker.lock() {
+            b.abandon_probe(Instant::now());
+        }
+    }
+
     fn wait(&self) -> Duration {
         self.breaker
             .lock()
@@ -362,13 +368,32 @@ async fn handle(runtime: &AppRuntime, msg: async_nats::jetstream::Message, ack_w
     };
     let span = tracing::info_span!("reconcile", app = %job.app, person = %job.person_id, correlation_id = %job.correlation_id);
     async {
-        if let Admit::No { retry_in } = runtime.admit() {
-            let _ = msg
-                .ack_with(AckKind::Nak(Some(retry_in.max(Duration::from_millis(100)))))
-                .await;
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).max(1) as u64;
+        let budget = u64::try_from(runtime.fanout.max_deliver)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let admitted = runtime.admit();
+        if let Admit::No { retry_in } = admitted {
+            // A job turned away by an open circuit still uses a delivery;
+            // on its last one it goes to the dead letters, never nowhere.
+            if delivered >= budget
+                && runtime
+                    .dead_letter(
+                        &job,
+                        "exhausted",
+                        "the app's circuit stayed open",
+                        delivered,
+                    )
+                    .await
+            {
+                let _ = msg.ack_with(AckKind::Term).await;
+            } else {
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(retry_in.max(Duration::from_millis(100)))))
+                    .await;
+            }
             return;
         }
-        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).max(1) as u64;
         // Long retries must not look like a dead worker to JetStream.
         let progress = async {
             loop {
@@ -409,10 +434,12 @@ async fn handle(runtime: &AppRuntime, msg: async_nats::jetstream::Message, ack_w
             Err(e) => {
                 if matches!(e, WorkerError::Transient(_)) {
                     runtime.record(false, Some(&e.to_string())).await;
+                } else if admitted == Admit::Probe {
+                    // The probe failed on our side (database), not the app's:
+                    // let a later job probe instead of leaving the circuit
+                    // half-open for good.
+                    runtime.abandon_probe();
                 }
-                let budget = u64::try_from(runtime.fanout.max_deliver)
-                    .unwrap_or(u64::MAX)
-                    .max(1);
                 if delivered >= budget
                     && runtime
                         .dead_letter(&job, "exhausted", &e.to_string(), delivered)

@@ -360,9 +360,30 @@ impl AppWorker {
 
         let deprovisioning = matches!(desired, Desired::Deactivated | Desired::Deleted);
         if deprovisioning && known.remote_id.is_some() && !job.approved {
+            // A held change stays held until an operator approves it, even
+            // once the window has passed: the periodic reconcile must not
+            // push through what the guard stopped.
+            let held: Option<String> = sqlx::query_scalar(
+                "SELECT reason FROM staged_changes WHERE app = $1 AND person_id = $2",
+            )
+            .bind(&self.app.name)
+            .bind(job.person_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if held.is_some() {
+                return Ok(Outcome::Staged);
+            }
             if let Some(reason) = self.guard_trips().await? {
                 return self.stage(job, &stream, version, &reason).await;
             }
+        } else if !deprovisioning {
+            // The person is wanted again (rehired, back in scope): a held
+            // deprovisioning is moot.
+            sqlx::query("DELETE FROM staged_changes WHERE app = $1 AND person_id = $2")
+                .bind(&self.app.name)
+                .bind(job.person_id)
+                .execute(&mut *conn)
+                .await?;
         }
 
         let mut audit = Audit {

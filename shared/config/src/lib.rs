@@ -420,25 +420,33 @@ pub enum UnmanagedPolicy {
     Deactivate,
 }
 
+/// A built-in profile's name or a table describing a custom one. Kept as
+/// raw TOML so a mistake in a custom profile is reported precisely.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged)]
-pub enum ProfileSetting {
-    Builtin(String),
-    Custom(Profile),
-}
+#[serde(transparent)]
+pub struct ProfileSetting(toml::Value);
 
 impl AppConfig {
     pub fn scim_profile(&self) -> Result<Profile, ConfigError> {
-        match &self.profile {
+        match self.profile.as_ref().map(|p| &p.0) {
             None => Ok(Profile::generic()),
-            Some(ProfileSetting::Custom(p)) => Ok(p.clone()),
-            Some(ProfileSetting::Builtin(name)) => tenure_scim::builtin(name).ok_or_else(|| {
-                ConfigError::Invalid(format!(
-                    "app {:?}: unknown profile {name:?}; built-in profiles: {}",
-                    self.name,
-                    tenure_scim::profile::BUILTIN_NAMES.join(", ")
-                ))
-            }),
+            Some(toml::Value::Table(t)) => Profile::deserialize(toml::Value::Table(t.clone()))
+                .map_err(|e| ConfigError::Invalid(format!("app {:?}: profile: {e}", self.name))),
+            Some(other) => {
+                let name = other.as_str().ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "app {:?}: profile must be a built-in profile's name or a table",
+                        self.name
+                    ))
+                })?;
+                tenure_scim::builtin(name).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "app {:?}: unknown profile {name:?}; built-in profiles: {}",
+                        self.name,
+                        tenure_scim::profile::BUILTIN_NAMES.join(", ")
+                    ))
+                })
+            }
         }
     }
 }
@@ -583,6 +591,12 @@ impl Config {
                 &app.reconcile_cron,
             )?;
             app.scim_profile()?;
+            if app.basic_user.is_some() && app.token.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "app {:?}: basic_user needs a token (the app password)",
+                    app.name
+                )));
+            }
             for (key, template) in app.mapping.templates() {
                 parse_template(template).map_err(|e| {
                     ConfigError::Invalid(format!(
