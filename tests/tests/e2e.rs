@@ -966,3 +966,56 @@ async fn per_app_mapping_names_accounts_by_template_and_links_the_manager() -> a
     assert_eq!(account["emails"][0]["value"], "rex.report@example.com");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_report_hired_before_the_manager_gets_the_manager_link_once_the_manager_has_an_account(
+) -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let mut report = person(
+        "E-401",
+        "Rae",
+        "Early",
+        "Sales",
+        "active",
+        "2026-01-02T09:00:00Z",
+    );
+    report["manager_id"] = "E-400".into();
+    stack.send(&report, "report-1").await?;
+    let first = stack
+        .wait_user(&stack.wiki_tenant, "rae.early@example.com", |u| u.is_some())
+        .await?
+        .expect("report's account");
+    assert!(
+        first[ENTERPRISE].get("manager").is_none(),
+        "no manager account yet: {first}"
+    );
+
+    stack
+        .send(
+            &person(
+                "E-400",
+                "Max",
+                "Later",
+                "Sales",
+                "active",
+                "2026-01-02T09:00:00Z",
+            ),
+            "boss-1",
+        )
+        .await?;
+    let boss = stack
+        .wait_user(&stack.wiki_tenant, "max.later@example.com", |u| u.is_some())
+        .await?
+        .expect("manager's account");
+    let linked = stack
+        .wait_user(&stack.wiki_tenant, "rae.early@example.com", |u| {
+            u.is_some_and(|u| u[ENTERPRISE]["manager"]["value"] == boss["id"])
+        })
+        .await?;
+    assert_eq!(
+        linked.map(|u| u["id"].clone()),
+        Some(first["id"].clone()),
+        "updated in place"
+    );
+    Ok(())
+}

@@ -121,6 +121,7 @@ struct AppRuntime {
     breaker: Mutex<Breaker>,
     bus: Bus,
     fanout: FanoutConfig,
+    partitions: u32,
 }
 
 /// Runs one consumer per app until cancelled.
@@ -141,6 +142,7 @@ pub async fn run(
             })),
             bus: bus.clone(),
             fanout: cfg.fanout.clone(),
+            partitions: cfg.engine.partitions,
         });
         let sweeps = tokio::spawn(sweep_loop(
             runtime.clone(),
@@ -170,6 +172,60 @@ impl AppRuntime {
         match self.breaker.lock() {
             Ok(mut b) => b.admit(Instant::now()),
             Err(_) => Admit::Yes,
+        }
+    }
+
+    /// A person's account now exists in the app: their direct reports'
+    /// accounts can name it as manager, so they are reconciled again.
+    async fn requeue_reports(&self, job: &Job) {
+        if !self.worker.app.mapping.manager {
+            return;
+        }
+        let reports: Vec<Uuid> = match tenure_store::sqlx::query_scalar(
+            "SELECT r.person_id FROM persons m
+             JOIN persons r ON r.source = m.source AND r.attributes->>'manager_id' = m.source_person_id
+             JOIN entitlements e ON e.app = $2 AND e.person_id = r.person_id
+             WHERE m.person_id = $1",
+        )
+        .bind(job.person_id)
+        .bind(&self.worker.app.name)
+        .fetch_all(&self.worker.pool)
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "could not find direct reports; their manager links wait for the next reconcile");
+                return;
+            }
+        };
+        let batch: Vec<_> = reports
+            .into_iter()
+            .filter_map(|report| {
+                let follow = Job {
+                    app: job.app.clone(),
+                    person_id: report,
+                    correlation_id: job.correlation_id,
+                    causation_id: job.causation_id,
+                    approved: false,
+                };
+                let payload = serde_json::to_vec(&follow).ok()?;
+                Some((
+                    subjects::jobs(&job.app, follow.partition(self.partitions)),
+                    format!(
+                        "manager-linked:{}:{}:{}:{}",
+                        job.app,
+                        job.person_id,
+                        report,
+                        job.causation_id.map(|c| c.to_string()).unwrap_or_default()
+                    ),
+                    bytes::Bytes::from(payload),
+                ))
+            })
+            .collect();
+        for result in self.bus.publish_many(batch).await {
+            if let Err(e) = result {
+                warn!(error = %e, "could not queue a direct report's reconcile");
+            }
         }
     }
 
@@ -422,6 +478,14 @@ async fn handle(runtime: &AppRuntime, msg: async_nats::jetstream::Message, ack_w
             }
             Ok(outcome) => {
                 runtime.record(true, None).await;
+                if let Outcome::Changed(what) = &outcome {
+                    if what
+                        .iter()
+                        .any(|w| *w == "AccountCreated" || *w == "AccountLinked")
+                    {
+                        runtime.requeue_reports(&job).await;
+                    }
+                }
                 if outcome == Outcome::Staged {
                     warn!("held by the mass-change guard; `tenure approve` releases it");
                 } else {
