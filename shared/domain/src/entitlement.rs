@@ -213,8 +213,8 @@ impl AppPolicy {
                 .get(&f.attribute)
                 .is_some_and(|v| f.values.iter().any(|x| x == v)),
         };
-        // A rule that fails on a person's data does not grant access; the
-        // rule was checked at load, so this needs unusual data.
+        // A rule that fails on a person's data does not grant access here;
+        // decisions use `try_entitlement`, which keeps the previous answer.
         filter
             && self
                 .rule
@@ -222,8 +222,46 @@ impl AppPolicy {
                 .is_none_or(|r| r.evaluate(attributes, &[]).unwrap_or(false))
     }
 
+    /// Like [`AppPolicy::in_scope`], but a rule that fails on this person's
+    /// data is an error instead of "not in scope".
+    pub fn scope_check(&self, attributes: &Attributes) -> Result<bool, RuleError> {
+        let filter = match &self.scope {
+            None => true,
+            Some(f) => attributes
+                .get(&f.attribute)
+                .is_some_and(|v| f.values.iter().any(|x| x == v)),
+        };
+        match (&self.rule, filter) {
+            (Some(rule), true) => rule.evaluate(attributes, &[]),
+            _ => Ok(filter),
+        }
+    }
+
+    /// The entitlement, or the rule's error when the rule decides it and
+    /// fails; the caller then keeps what was decided before, so a rule that
+    /// breaks on odd data never revokes access by itself.
+    pub fn try_entitlement(
+        &self,
+        view: &View,
+        now: DateTime<Utc>,
+    ) -> Result<Entitlement, RuleError> {
+        let scope_matters = matches!(
+            view.lifecycle,
+            Lifecycle::PreHire | Lifecycle::Active | Lifecycle::OnLeave
+        );
+        let in_scope = if scope_matters {
+            self.scope_check(&view.attributes)?
+        } else {
+            false
+        };
+        Ok(self.entitlement_with(view, now, in_scope))
+    }
+
     pub fn entitlement(&self, view: &View, now: DateTime<Utc>) -> Entitlement {
-        let in_scope = self.in_scope(&view.attributes);
+        self.entitlement_with(view, now, self.in_scope(&view.attributes))
+    }
+
+    fn entitlement_with(&self, view: &View, now: DateTime<Utc>, in_scope: bool) -> Entitlement {
         match view.lifecycle {
             Lifecycle::PreHire => match view.start_at {
                 Some(start)

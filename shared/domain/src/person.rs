@@ -207,6 +207,9 @@ pub struct Person {
     pub entitlements: BTreeMap<String, Entitlement>,
     /// Last days already warned about.
     pub warned: BTreeSet<DateTime<Utc>>,
+    /// Apps whose assignment rule currently fails on this person, with the error.
+    #[serde(default)]
+    pub rule_failures: BTreeMap<String, String>,
 }
 
 impl Person {
@@ -309,6 +312,15 @@ pub enum PersonEvent {
     ContractExpiryWarning {
         end_at: DateTime<Utc>,
     },
+    /// The app's rule failed on this person's data; the entitlement stays
+    /// as it was until the rule or the data is fixed.
+    RuleFailed {
+        app: String,
+        error: String,
+    },
+    RuleRecovered {
+        app: String,
+    },
 }
 
 impl PersonEvent {
@@ -330,6 +342,8 @@ impl PersonEvent {
             PersonEvent::TerminationCancelled { .. } => "TerminationCancelled",
             PersonEvent::EntitlementChanged { .. } => "EntitlementChanged",
             PersonEvent::ContractExpiryWarning { .. } => "ContractExpiryWarning",
+            PersonEvent::RuleFailed { .. } => "RuleFailed",
+            PersonEvent::RuleRecovered { .. } => "RuleRecovered",
         }
     }
 
@@ -453,14 +467,28 @@ pub fn decide(state: &Person, command: &Command, ctx: &Context) -> Vec<PersonEve
     }
 
     for app in &ctx.apps {
-        let to = app.entitlement(&view, now);
         let from = state.entitlement(&app.name);
-        if to != from {
-            out.push(PersonEvent::EntitlementChanged {
+        let failing = state.rule_failures.get(&app.name);
+        match app.try_entitlement(&view, now) {
+            Ok(to) => {
+                if failing.is_some() {
+                    out.push(PersonEvent::RuleRecovered {
+                        app: app.name.clone(),
+                    });
+                }
+                if to != from {
+                    out.push(PersonEvent::EntitlementChanged {
+                        app: app.name.clone(),
+                        from,
+                        to,
+                    });
+                }
+            }
+            Err(e) if failing != Some(&e.0) => out.push(PersonEvent::RuleFailed {
                 app: app.name.clone(),
-                from,
-                to,
-            });
+                error: e.0,
+            }),
+            Err(_) => {}
         }
     }
 
@@ -575,6 +603,12 @@ pub fn evolve(mut state: Person, event: &PersonEvent) -> Person {
         }
         PersonEvent::ContractExpiryWarning { end_at } => {
             state.warned.insert(*end_at);
+        }
+        PersonEvent::RuleFailed { app, error } => {
+            state.rule_failures.insert(app.clone(), error.clone());
+        }
+        PersonEvent::RuleRecovered { app } => {
+            state.rule_failures.remove(app);
         }
     }
     state
@@ -1207,6 +1241,55 @@ mod tests {
         );
         let end = steps.iter().fold(s, |st, (_, e)| evolve(st, e));
         assert_eq!(end.lifecycle, Some(Lifecycle::Terminated));
+    }
+
+    #[test]
+    fn a_rule_failing_on_odd_data_keeps_access_as_it_was() {
+        let mut c = ctx();
+        // Fails when the title is not a number.
+        c.apps[0].rule = Some(
+            crate::entitlement::Rule::compile("person.title == \"\" || int(person.title) > 0")
+                .expect("rule"),
+        );
+        let (s, _) = apply(
+            &Person::default(),
+            &record(
+                EmploymentStatus::Active,
+                "2026-01-05",
+                "2026-01-05T09:00:00Z",
+            ),
+            "2026-01-05T09:00:00Z",
+            "d1",
+            &c,
+        );
+        assert_eq!(s.entitlement("wiki"), Entitlement::Active);
+        let mut odd = record(
+            EmploymentStatus::Active,
+            "2026-01-05",
+            "2026-02-01T09:00:00Z",
+        );
+        odd.title = Some("Chief".into());
+        let (s, ev) = apply(&s, &odd, "2026-02-01T09:00:00Z", "d2", &c);
+        assert_eq!(
+            types(&ev),
+            ["SourceRecordReceived", "AttributesChanged", "RuleFailed"]
+        );
+        assert_eq!(
+            s.entitlement("wiki"),
+            Entitlement::Active,
+            "a broken rule does not revoke"
+        );
+        let (s, ev) = tick(&s, "2026-02-01T10:00:00Z", &c);
+        assert!(ev.is_empty(), "reported once: {ev:?}");
+        let mut fixed = odd.clone();
+        fixed.title = Some("7".into());
+        fixed.effective_at = utc("2026-02-02T09:00:00Z");
+        let (s, ev) = apply(&s, &fixed, "2026-02-02T09:00:00Z", "d3", &c);
+        assert_eq!(
+            types(&ev),
+            ["SourceRecordReceived", "AttributesChanged", "RuleRecovered"]
+        );
+        assert!(s.rule_failures.is_empty());
     }
 
     #[test]
