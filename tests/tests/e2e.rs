@@ -820,7 +820,13 @@ async fn app_profiles_shape_the_requests_an_app_gets() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_sweep_reports_unmanaged_accounts_and_deactivates_them_on_request() -> anyhow::Result<()>
 {
-    let stack = Stack::start().await?;
+    let mut stack = Stack::with_options(tenure_e2e::Options {
+        wiki: "unmanaged_keep = [\"svc-bot\"]".into(),
+        ..tenure_e2e::Options::default()
+    })
+    .await?;
+    stack.start_core().await?;
+    stack.start_fanout()?;
     stack
         .send(
             &person(
@@ -847,6 +853,13 @@ async fn a_sweep_reports_unmanaged_accounts_and_deactivates_them_on_request() ->
         )
         .await?;
 
+    stack
+        .create_in_app(
+            &stack.wiki_tenant,
+            serde_json::json!({"schemas": [core], "userName": "svc-bot", "active": true}),
+        )
+        .await?;
+
     let out = stack.tenure(&["drift", "--app", "wiki"]).output()?;
     let report = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
@@ -857,7 +870,7 @@ async fn a_sweep_reports_unmanaged_accounts_and_deactivates_them_on_request() ->
     assert!(
         report.contains("old-contractor")
             && report
-                .contains("2 accounts listed, 1 managed by Tenure, 1 unmanaged, 0 deactivated"),
+                .contains("3 accounts listed, 1 managed by Tenure, 2 unmanaged, 0 deactivated"),
         "{report}"
     );
     assert_eq!(
@@ -879,6 +892,11 @@ async fn a_sweep_reports_unmanaged_accounts_and_deactivates_them_on_request() ->
         .expect("kept, not deleted");
     assert_eq!(after["id"], rogue["id"]);
     assert_eq!(after["active"], false);
+    let kept = stack
+        .scim_user(&stack.wiki_tenant, "svc-bot")
+        .await?
+        .expect("service account");
+    assert_eq!(kept["active"], true, "unmanaged_keep is never deactivated");
     assert_eq!(
         stack
             .scim_user(&stack.wiki_tenant, "una.managed@example.com")

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 use std::collections::HashSet;
 use tenure_config::UnmanagedPolicy;
-use tenure_scim::{Op, PatchOp};
+use tenure_scim::{diff_with, Desired};
 use tenure_store::sqlx;
 use tenure_store::{ExpectedVersion, Metadata, NewEvent};
 use uuid::Uuid;
@@ -59,10 +59,13 @@ impl AppWorker {
                 .await?
                 .into_iter()
                 .collect();
-        let unmanaged: Vec<Unmanaged> = users
+        let unmanaged_users: Vec<&tenure_scim::RemoteUser> = users
             .iter()
             .filter(|u| !linked.contains(&u.id))
             .filter(|u| u.external_id.as_ref().is_none_or(|x| !persons.contains(x)))
+            .collect();
+        let unmanaged: Vec<Unmanaged> = unmanaged_users
+            .iter()
             .map(|u| Unmanaged {
                 id: u.id.clone(),
                 user_name: u.user_name.clone(),
@@ -80,12 +83,33 @@ impl AppWorker {
             ));
         }
         if deactivate {
-            for u in unmanaged.iter().filter(|u| u.active) {
-                let op = Op::Patch {
-                    id: u.id.clone(),
-                    ops: vec![PatchOp::replace("active", false)],
+            // Accounts the app needs (the admin Tenure logs in with, service
+            // accounts) are listed in `unmanaged_keep` and never touched.
+            let keep = |u: &tenure_scim::RemoteUser| {
+                self.app
+                    .unmanaged_keep
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(&u.user_name))
+            };
+            for u in unmanaged_users.iter().filter(|u| u.active && !keep(u)) {
+                // The same minimal operation a reconcile would send: PATCH,
+                // or PUT of the account as it is when the app lacks PATCH.
+                let Some(op) =
+                    diff_with(&Desired::Deactivated, Some(u), self.caps(), &self.profile)
+                        .into_iter()
+                        .next()
+                else {
+                    continue;
                 };
-                match self.client.execute_with(&op, &self.profile, None).await {
+                if let Some(l) = &self.limiter {
+                    l.until_ready().await;
+                }
+                let etag = tenure_scim::if_match(self.caps(), Some(u)).map(str::to_string);
+                match self
+                    .client
+                    .execute_with(&op, &self.profile, etag.as_deref())
+                    .await
+                {
                     Ok(call) => {
                         deactivated += 1;
                         events.push(self.app_event(

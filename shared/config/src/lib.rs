@@ -301,6 +301,10 @@ pub struct AppConfig {
     /// What the periodic sweep does with accounts Tenure does not manage.
     #[serde(default)]
     pub unmanaged: UnmanagedPolicy,
+    /// userNames the sweep never deactivates (the admin account Tenure logs
+    /// in with, service accounts); they are still reported.
+    #[serde(default)]
+    pub unmanaged_keep: Vec<String>,
 }
 
 /// How an app's account attributes are built from the person's attributes.
