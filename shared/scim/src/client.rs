@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::diff::{Capabilities, Op, PatchOp};
 pub use crate::error::{CallRecord, ScimError};
+use crate::group::{GroupOp, GroupSpec, RemoteGroup};
 use crate::profile::Profile;
 use crate::user::{get_ci, RemoteUser, UserSpec, PATCH_OP_SCHEMA};
 
@@ -75,6 +76,16 @@ pub const MAX_LIST_PAGES: usize = 10_000;
 /// supports ETags (`caps.etag`) and the account was read with one, else
 /// `None` (an unconditional write, as without ETag support).
 pub fn if_match(caps: Capabilities, remote: Option<&RemoteUser>) -> Option<&str> {
+    if caps.etag {
+        remote.and_then(|r| r.etag.as_deref())
+    } else {
+        None
+    }
+}
+
+/// [`if_match`] for a group: its ETag when the server supports ETags and
+/// the group was read with one.
+pub fn group_if_match(caps: Capabilities, remote: Option<&RemoteGroup>) -> Option<&str> {
     if caps.etag {
         remote.and_then(|r| r.etag.as_deref())
     } else {
@@ -523,12 +534,25 @@ impl ScimClient {
         start_index: usize,
         count: usize,
     ) -> Result<Call<Page<RemoteUser>>, ScimError> {
+        self.list_page("Users", start_index, count, RemoteUser::from_scim)
+            .await
+    }
+
+    /// One page of `GET /<resource>?startIndex=..&count=..`, items read with
+    /// `parse`.
+    async fn list_page<T>(
+        &self,
+        resource: &str,
+        start_index: usize,
+        count: usize,
+        parse: fn(&Value) -> Result<T, ScimError>,
+    ) -> Result<Call<Page<T>>, ScimError> {
         if start_index == 0 {
             return Err(ScimError::Config("startIndex is 1-based".into()));
         }
         let start = start_index.to_string();
         let count = count.to_string();
-        let (url, rel) = self.url(&["Users"], &[("startIndex", &start), ("count", &count)])?;
+        let (url, rel) = self.url(&[resource], &[("startIndex", &start), ("count", &count)])?;
         let (raw, record) = self.send(Method::GET, url, rel, None, None, None).await?;
         if !raw.status.is_success() {
             return Err(http_error(raw, record));
@@ -549,14 +573,14 @@ impl ScimClient {
         let items = match get_ci(obj, "Resources") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => {
-                let mut users = Vec::with_capacity(items.len());
+                let mut parsed = Vec::with_capacity(items.len());
                 for item in items {
-                    match RemoteUser::from_scim(item) {
-                        Ok(u) => users.push(u),
+                    match parse(item) {
+                        Ok(u) => parsed.push(u),
                         Err(e) => return Err(invalid(record, e.to_string())),
                     }
                 }
-                users
+                parsed
             }
             Some(_) => return Err(invalid(record, "Resources is not an array".into())),
         };
@@ -598,41 +622,58 @@ impl ScimClient {
         page_size: usize,
         max_pages: usize,
     ) -> Result<(Vec<RemoteUser>, Vec<CallRecord>), ScimError> {
+        self.list_all_capped("Users", page_size, max_pages, RemoteUser::from_scim, |u| {
+            &u.id
+        })
+        .await
+    }
+
+    /// Pages through `/<resource>` as [`ScimClient::list_all_users_capped`]
+    /// describes, items read with `parse` and told apart by `id_of`.
+    async fn list_all_capped<T>(
+        &self,
+        resource: &str,
+        page_size: usize,
+        max_pages: usize,
+        parse: fn(&Value) -> Result<T, ScimError>,
+        id_of: fn(&T) -> &String,
+    ) -> Result<(Vec<T>, Vec<CallRecord>), ScimError> {
         if page_size == 0 {
             return Err(ScimError::Config("page size must be positive".into()));
         }
-        let mut users = Vec::new();
+        let noun = resource.to_lowercase();
+        let mut items = Vec::new();
         let mut seen = HashSet::new();
         let mut records = Vec::new();
         let mut start = 1usize;
         for _ in 0..max_pages {
-            let call = self.list_users(start, page_size).await?;
+            let call = self.list_page(resource, start, page_size, parse).await?;
             let page = call.value;
             records.push(call.record.clone());
             if page.items.is_empty() {
-                return Ok((users, records));
+                return Ok((items, records));
             }
             let received = page.items.len();
-            let before = users.len();
-            for user in page.items {
-                if seen.insert(user.id.clone()) {
-                    users.push(user);
+            let before = items.len();
+            for item in page.items {
+                if seen.insert(id_of(&item).clone()) {
+                    items.push(item);
                 }
             }
-            if users.len() == before {
+            if items.len() == before {
                 return Err(invalid(
                     call.record,
-                    format!("page at startIndex {start} repeats users already listed; the server seems to ignore startIndex"),
+                    format!("page at startIndex {start} repeats {noun} already listed; the server seems to ignore startIndex"),
                 ));
             }
             start = start.saturating_add(received);
             if start > page.total_results {
-                return Ok((users, records));
+                return Ok((items, records));
             }
         }
         let last = records.pop().unwrap_or_else(|| CallRecord {
             method: "GET".into(),
-            path: "/Users".into(),
+            path: format!("/{resource}"),
             status: None,
             latency_ms: 0,
             remote_id: None,
@@ -640,8 +681,216 @@ impl ScimClient {
         });
         Err(invalid(
             last,
-            format!("more than {max_pages} pages of users; refusing to go on"),
+            format!("more than {max_pages} pages of {noun}; refusing to go on"),
         ))
+    }
+
+    /// `POST /Groups` with [`GroupSpec::to_scim`] (members included).
+    pub async fn create_group(
+        &self,
+        spec: &GroupSpec,
+        profile: &Profile,
+    ) -> Result<Call<RemoteGroup>, ScimError> {
+        let (url, rel) = self.url(&["Groups"], &[])?;
+        let body = spec.to_scim(profile);
+        let (raw, mut record) = self
+            .send(Method::POST, url, rel, None, Some(&body), None)
+            .await?;
+        if !raw.status.is_success() {
+            return Err(http_error(raw, record));
+        }
+        let group = parse_group(&raw, &record)?;
+        record.remote_id = Some(group.id.clone());
+        Ok(Call {
+            value: group,
+            record,
+        })
+    }
+
+    /// `None` when the server says 404.
+    pub async fn get_group(&self, id: &str) -> Result<Call<Option<RemoteGroup>>, ScimError> {
+        let (url, rel) = self.url(&["Groups", id], &[])?;
+        let (raw, record) = self
+            .send(Method::GET, url, rel, Some(id), None, None)
+            .await?;
+        if raw.status == StatusCode::NOT_FOUND {
+            return Ok(Call {
+                value: None,
+                record,
+            });
+        }
+        if !raw.status.is_success() {
+            return Err(http_error(raw, record));
+        }
+        let group = parse_group(&raw, &record)?;
+        Ok(Call {
+            value: Some(group),
+            record,
+        })
+    }
+
+    /// Finds the one group whose `displayName` is exactly `display_name`
+    /// (case-sensitive), with `GET /Groups?filter=displayName eq "..."`.
+    /// Results are re-checked locally (servers may match case-insensitively
+    /// or ignore the filter); more than one exact match is an
+    /// [`ScimError::Ambiguous`] error.
+    pub async fn find_group(
+        &self,
+        display_name: &str,
+    ) -> Result<Call<Option<RemoteGroup>>, ScimError> {
+        let filter = format!("displayName eq {}", filter_string(display_name));
+        let (url, rel) = self.url(&["Groups"], &[("filter", &filter)])?;
+        let (raw, mut record) = self.send(Method::GET, url, rel, None, None, None).await?;
+        if !raw.status.is_success() {
+            return Err(http_error(raw, record));
+        }
+        let doc = parse_json(&raw, &record)?;
+        let resources = match doc.as_object().and_then(|o| get_ci(o, "Resources")) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items.clone(),
+            Some(_) => return Err(invalid(record, "Resources is not an array".into())),
+        };
+        let mut matches = Vec::new();
+        for item in &resources {
+            let group = match RemoteGroup::from_scim(item) {
+                Ok(g) => g,
+                Err(e) => return Err(invalid(record, e.to_string())),
+            };
+            if group.display_name == display_name {
+                matches.push(group);
+            }
+        }
+        match matches.len() {
+            0 | 1 => {
+                let found = matches.pop();
+                record.remote_id = found.as_ref().map(|g| g.id.clone());
+                Ok(Call {
+                    value: found,
+                    record,
+                })
+            }
+            count => {
+                record.error = Some(format!("{count} groups match displayName"));
+                Err(ScimError::Ambiguous {
+                    record,
+                    attribute: "displayName".into(),
+                    count,
+                })
+            }
+        }
+    }
+
+    /// One page of `GET /Groups?startIndex=..&count=..`, as
+    /// [`ScimClient::list_users`].
+    pub async fn list_groups(
+        &self,
+        start_index: usize,
+        count: usize,
+    ) -> Result<Call<Page<RemoteGroup>>, ScimError> {
+        self.list_page("Groups", start_index, count, RemoteGroup::from_scim)
+            .await
+    }
+
+    /// Every group, `page_size` at a time, with the record of each page
+    /// call; guarded as [`ScimClient::list_all_users_capped`], at most
+    /// [`MAX_LIST_PAGES`] pages.
+    pub async fn list_all_groups(
+        &self,
+        page_size: usize,
+    ) -> Result<(Vec<RemoteGroup>, Vec<CallRecord>), ScimError> {
+        self.list_all_capped(
+            "Groups",
+            page_size,
+            MAX_LIST_PAGES,
+            RemoteGroup::from_scim,
+            |g| &g.id,
+        )
+        .await
+    }
+
+    /// Runs one planned group operation, carrying `If-Match: <etag>` on
+    /// PATCH, PUT and DELETE when `etag` is `Some` (see
+    /// [`group_if_match`]). The value is the group as the server returned
+    /// it: `None` for a delete (a 404 counts as done) or a PATCH answered
+    /// with 204. A `Replace` under a profile that forbids PUT, or an
+    /// `AddMembers`/`RemoveMembers` without members, is a `Config` error and
+    /// nothing is sent.
+    pub async fn execute_group(
+        &self,
+        op: &GroupOp,
+        profile: &Profile,
+        etag: Option<&str>,
+    ) -> Result<Call<Option<RemoteGroup>>, ScimError> {
+        match op {
+            GroupOp::Create(spec) => Ok(self.create_group(spec, profile).await?.map(Some)),
+            GroupOp::Rename { id, .. }
+            | GroupOp::AddMembers { id, .. }
+            | GroupOp::RemoveMembers { id, .. } => {
+                let ops = op.patch_ops().unwrap_or_default();
+                if ops.is_empty() {
+                    return Err(ScimError::Config("group PATCH without members".into()));
+                }
+                let (url, rel) = self.url(&["Groups", id], &[])?;
+                let body = json!({ "schemas": [PATCH_OP_SCHEMA], "Operations": ops });
+                let (raw, record) = self
+                    .send(Method::PATCH, url, rel, Some(id), Some(&body), etag)
+                    .await?;
+                self.group_write_result(raw, record)
+            }
+            GroupOp::Replace { id, spec } => {
+                if !profile.put_allowed {
+                    return Err(ScimError::Config(format!(
+                        "profile {} does not allow PUT; plan with diff_group",
+                        profile.name
+                    )));
+                }
+                let (url, rel) = self.url(&["Groups", id], &[])?;
+                let mut body = spec.to_scim(profile);
+                if let Some(obj) = body.as_object_mut() {
+                    obj.insert("id".into(), id.as_str().into());
+                }
+                let (raw, record) = self
+                    .send(Method::PUT, url, rel, Some(id), Some(&body), etag)
+                    .await?;
+                self.group_write_result(raw, record)
+            }
+            GroupOp::Delete { id } => {
+                let (url, rel) = self.url(&["Groups", id], &[])?;
+                let (raw, record) = self
+                    .send(Method::DELETE, url, rel, Some(id), None, etag)
+                    .await?;
+                if raw.status.is_success() || raw.status == StatusCode::NOT_FOUND {
+                    return Ok(Call {
+                        value: None,
+                        record,
+                    });
+                }
+                Err(http_error(raw, record))
+            }
+        }
+    }
+
+    /// A PATCH or PUT response on a group: the group, or `None` for 204 or
+    /// an empty body.
+    fn group_write_result(
+        &self,
+        raw: Raw,
+        record: CallRecord,
+    ) -> Result<Call<Option<RemoteGroup>>, ScimError> {
+        if !raw.status.is_success() {
+            return Err(http_error(raw, record));
+        }
+        if raw.status == StatusCode::NO_CONTENT || raw.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Call {
+                value: None,
+                record,
+            });
+        }
+        let group = parse_group(&raw, &record)?;
+        Ok(Call {
+            value: Some(group),
+            record,
+        })
     }
 
     /// The absolute URL for `segments` under the base, and the relative
@@ -827,6 +1076,20 @@ fn parse_user(raw: &Raw, record: &CallRecord) -> Result<RemoteUser, ScimError> {
             .map(str::to_owned);
     }
     Ok(user)
+}
+
+fn parse_group(raw: &Raw, record: &CallRecord) -> Result<RemoteGroup, ScimError> {
+    let doc = parse_json(raw, record)?;
+    let mut group =
+        RemoteGroup::from_scim(&doc).map_err(|e| invalid(record.clone(), e.to_string()))?;
+    if group.etag.is_none() {
+        group.etag = raw
+            .headers
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+    }
+    Ok(group)
 }
 
 /// Turns a non-success response into an `Http` error, reading the RFC 7644

@@ -11,14 +11,16 @@ pub mod client;
 pub mod diff;
 pub mod discovery;
 pub mod error;
+pub mod group;
 pub mod profile;
 pub mod retry;
 pub mod user;
 
-pub use client::{if_match, Auth, Call, Page, ScimClient, MAX_LIST_PAGES};
+pub use client::{group_if_match, if_match, Auth, Call, Page, ScimClient, MAX_LIST_PAGES};
 pub use diff::{apply_patch, diff, diff_with, Capabilities, Desired, Op, PatchOp};
 pub use discovery::{CapabilityCache, DiscoveredCaps};
 pub use error::{CallRecord, ScimError};
+pub use group::{apply_group_op, diff_group, diff_group_delete, GroupOp, GroupSpec, RemoteGroup};
 pub use profile::{builtin, Deprovision, Profile};
 pub use retry::{with_retry, RetryPolicy};
 pub use user::{RemoteUser, UserSpec};
