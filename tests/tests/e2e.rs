@@ -1037,3 +1037,149 @@ async fn a_report_hired_before_the_manager_gets_the_manager_link_once_the_manage
     );
     Ok(())
 }
+
+async fn groups_in(
+    stack: &Stack,
+    tenant: &str,
+) -> anyhow::Result<HashMap<String, HashSet<String>>> {
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}/Groups?count=1000",
+            stack.scim.tenant_url(tenant)
+        ))
+        .bearer_auth(&stack.scim.token)
+        .send()
+        .await?
+        .error_for_status()?;
+    let v: Value = r.json().await?;
+    let mut out = HashMap::new();
+    for g in v["Resources"].as_array().cloned().unwrap_or_default() {
+        let members = g["members"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| m["value"].as_str().map(str::to_string))
+            .collect();
+        out.insert(
+            g["displayName"].as_str().unwrap_or_default().to_string(),
+            members,
+        );
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn groups_follow_departments_and_rules_and_empty_groups_are_deleted() -> anyhow::Result<()> {
+    let mut stack = Stack::with_options(tenure_e2e::Options {
+        wiki: "[[app.group]]\nname = \"dept-{department}\"\n[[app.group]]\nname = \"sre\"\nrule = 'person.title == \"SRE\"'\n".into(),
+        ..tenure_e2e::Options::default()
+    })
+    .await?;
+    stack.start_core().await?;
+    stack.start_fanout()?;
+    let mut ana = person(
+        "E-501",
+        "Ana",
+        "Group",
+        "Engineering",
+        "active",
+        "2026-01-02T09:00:00Z",
+    );
+    ana["title"] = "SRE".into();
+    let bo = person(
+        "E-502",
+        "Bo",
+        "Group",
+        "Engineering",
+        "active",
+        "2026-01-02T09:00:00Z",
+    );
+    let cy = person(
+        "E-503",
+        "Cy",
+        "Group",
+        "Sales",
+        "active",
+        "2026-01-02T09:00:00Z",
+    );
+    for (r, d) in [(&ana, "a1"), (&bo, "b1"), (&cy, "c1")] {
+        stack.send(r, d).await?;
+    }
+    let id = |u: Option<Value>| {
+        u.and_then(|u| u["id"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let a = id(stack
+        .wait_user(&stack.wiki_tenant, "ana.group@example.com", |u| u.is_some())
+        .await?);
+    let b = id(stack
+        .wait_user(&stack.wiki_tenant, "bo.group@example.com", |u| u.is_some())
+        .await?);
+    let c = id(stack
+        .wait_user(&stack.wiki_tenant, "cy.group@example.com", |u| u.is_some())
+        .await?);
+    let set = |ids: &[&String]| {
+        ids.iter()
+            .map(|s| s.to_string())
+            .collect::<HashSet<String>>()
+    };
+
+    let expect = |groups: HashMap<String, HashSet<String>>, want: &[(&str, HashSet<String>)]| {
+        groups.len() == want.len() && want.iter().all(|(n, m)| groups.get(*n) == Some(m))
+    };
+    let wanted = [
+        ("dept-Engineering", set(&[&a, &b])),
+        ("dept-Sales", set(&[&c])),
+        ("sre", set(&[&a])),
+    ];
+    wait_for(WAIT, || async {
+        Ok(expect(
+            groups_in(&stack, &stack.wiki_tenant).await?,
+            &wanted,
+        ))
+    })
+    .await?;
+
+    // Bo moves to Sales, Cy leaves: memberships follow.
+    let mut bo2 = bo.clone();
+    bo2["department"] = "Sales".into();
+    bo2["effective_at"] = "2026-02-01T09:00:00Z".into();
+    stack.send(&bo2, "b2").await?;
+    let mut cy2 = cy.clone();
+    cy2["employment_status"] = "terminated".into();
+    cy2["effective_at"] = "2026-02-01T09:00:00Z".into();
+    stack.send(&cy2, "c2").await?;
+    let wanted = [
+        ("dept-Engineering", set(&[&a])),
+        ("dept-Sales", set(&[&b])),
+        ("sre", set(&[&a])),
+    ];
+    wait_for(WAIT, || async {
+        Ok(expect(
+            groups_in(&stack, &stack.wiki_tenant).await?,
+            &wanted,
+        ))
+    })
+    .await?;
+
+    // Ana leaves: the groups she alone was in are deleted.
+    let mut ana2 = ana.clone();
+    ana2["employment_status"] = "terminated".into();
+    ana2["effective_at"] = "2026-03-01T09:00:00Z".into();
+    stack.send(&ana2, "a2").await?;
+    let wanted = [("dept-Sales", set(&[&b]))];
+    wait_for(WAIT, || async {
+        Ok(expect(
+            groups_in(&stack, &stack.wiki_tenant).await?,
+            &wanted,
+        ))
+    })
+    .await?;
+    let synced = stack.psql_count("SELECT count(*) FROM events WHERE stream_id = 'app-wiki' AND event_type = 'GroupsSynced'").await?;
+    assert!(
+        synced >= 3,
+        "every sync that changed something is recorded ({synced})"
+    );
+    Ok(())
+}

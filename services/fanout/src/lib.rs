@@ -5,6 +5,7 @@
 //! and a dead-letter queue for jobs that cannot succeed.
 
 pub mod breaker;
+pub mod groups;
 pub mod mapping;
 pub mod sweep;
 pub mod worker;
@@ -122,6 +123,8 @@ struct AppRuntime {
     bus: Bus,
     fanout: FanoutConfig,
     partitions: u32,
+    /// Set when an account changed; the group loop then syncs the groups.
+    groups_dirty: std::sync::atomic::AtomicBool,
 }
 
 /// Runs one consumer per app until cancelled.
@@ -143,7 +146,12 @@ pub async fn run(
             bus: bus.clone(),
             fanout: cfg.fanout.clone(),
             partitions: cfg.engine.partitions,
+            // A first sync at start-up catches up with what happened while down.
+            groups_dirty: std::sync::atomic::AtomicBool::new(true),
         });
+        if !app.groups.is_empty() {
+            tasks.push(tokio::spawn(group_loop(runtime.clone(), shutdown.clone())));
+        }
         let sweeps = tokio::spawn(sweep_loop(
             runtime.clone(),
             app.reconcile_cron.clone(),
@@ -334,14 +342,55 @@ async fn sweep_loop(runtime: Arc<AppRuntime>, cron: String, shutdown: Cancellati
             _ = tokio::time::sleep(Duration::from_secs(15)) => {}
         }
         match claim_due(&runtime.worker.pool, &name, &schedule).await {
-            Ok(true) => match runtime.worker.sweep(false).await {
-                Ok(r) => {
-                    info!(app = %r.app, listed = r.listed, unmanaged = r.unmanaged.len(), deactivated = r.deactivated, "sweep done")
+            Ok(true) => {
+                // The periodic run also repairs group drift.
+                runtime
+                    .groups_dirty
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                match runtime.worker.sweep(false).await {
+                    Ok(r) => {
+                        info!(app = %r.app, listed = r.listed, unmanaged = r.unmanaged.len(), deactivated = r.deactivated, "sweep done")
+                    }
+                    Err(e) => warn!(error = %e, "sweep failed; next run at the next schedule"),
                 }
-                Err(e) => warn!(error = %e, "sweep failed; next run at the next schedule"),
-            },
+            }
             Ok(false) => {}
             Err(e) => warn!(error = %e, "sweep schedule unreadable"),
+        }
+    }
+}
+
+/// Keeps the app's groups in line: a sync a moment after accounts changed
+/// (changes in between are coalesced), and on every periodic sweep.
+async fn group_loop(runtime: Arc<AppRuntime>, shutdown: CancellationToken) {
+    use std::sync::atomic::Ordering;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        if !runtime.groups_dirty.swap(false, Ordering::Relaxed) {
+            continue;
+        }
+        match runtime.worker.sync_groups().await {
+            Ok(r) if !r.errors.is_empty() => {
+                warn!(app = %r.app, errors = ?r.errors, "group sync incomplete; retrying later");
+                runtime.groups_dirty.store(true, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Ok(r) => {
+                if r.created + r.updated + r.deleted > 0 {
+                    info!(app = %r.app, created = r.created, updated = r.updated, deleted = r.deleted, "groups synced");
+                }
+                if let Some(why) = r.skipped {
+                    warn!(app = %r.app, why, "groups not synced");
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "group sync failed; retrying later");
+                runtime.groups_dirty.store(true, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
         }
     }
 }
@@ -478,6 +527,11 @@ async fn handle(runtime: &AppRuntime, msg: async_nats::jetstream::Message, ack_w
             }
             Ok(outcome) => {
                 runtime.record(true, None).await;
+                if matches!(outcome, Outcome::Changed(_)) {
+                    runtime
+                        .groups_dirty
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 if let Outcome::Changed(what) = &outcome {
                     if what
                         .iter()

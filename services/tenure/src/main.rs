@@ -80,6 +80,11 @@ enum Cmd {
         #[arg(long)]
         live: bool,
     },
+    /// Bring an app's groups in line with its `[[app.group]]` definitions now.
+    Groups {
+        #[arg(long)]
+        app: String,
+    },
     /// List an app's accounts and report those Tenure does not manage.
     Drift {
         #[arg(long)]
@@ -297,6 +302,28 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Plan { app, live } => plan(&cfg, app, *live).await,
+        Cmd::Groups { app } => {
+            let app_cfg = cfg
+                .app(app)
+                .with_context(|| format!("no app named {app:?} in the configuration"))?;
+            let pool = service_pool(&cfg, 4).await?;
+            let worker = tenure_fanout::app_worker(app_cfg, &cfg.fanout, pool).await?;
+            let r = worker.sync_groups().await?;
+            if let Some(why) = &r.skipped {
+                println!("{}: groups not synced: {why}", r.app);
+            }
+            for e in &r.errors {
+                eprintln!("error: {e}");
+            }
+            println!(
+                "{}: {} groups wanted, {} created, {} updated, {} deleted",
+                r.app, r.groups, r.created, r.updated, r.deleted
+            );
+            if !r.errors.is_empty() {
+                bail!("{} group operation(s) failed", r.errors.len());
+            }
+            Ok(())
+        }
         Cmd::Drift { app, deactivate } => {
             let app_cfg = cfg
                 .app(app)

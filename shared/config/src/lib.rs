@@ -305,6 +305,12 @@ pub struct AppConfig {
     /// in with, service accounts); they are still reported.
     #[serde(default)]
     pub unmanaged_keep: Vec<String>,
+    /// Groups Tenure keeps in the app, from `[[app.group]]` tables.
+    #[serde(default, rename = "group")]
+    pub groups: Vec<GroupConfig>,
+    /// Most members added or removed by one PATCH of a group.
+    #[serde(default = "default_group_chunk")]
+    pub group_chunk: usize,
 }
 
 /// How an app's account attributes are built from the person's attributes.
@@ -493,6 +499,29 @@ impl MassChangeGuard {
     }
 }
 
+fn default_group_chunk() -> usize {
+    50
+}
+
+/// One group definition: every person with an active account in the app
+/// whose rule holds is a member of the group named by the template, e.g.
+/// `name = "dept-{department}"` gives one group per department.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub name: String,
+    #[serde(default)]
+    pub rule: Option<String>,
+    #[serde(skip)]
+    compiled_rule: Option<Rule>,
+}
+
+impl GroupConfig {
+    pub fn compiled_rule(&self) -> Option<&Rule> {
+        self.compiled_rule.as_ref()
+    }
+}
+
 fn hourly() -> String {
     HOURLY.into()
 }
@@ -545,6 +574,28 @@ impl Config {
                     }
                 })?;
                 app.compiled_rule = Some(compiled);
+            }
+            for group in &mut app.groups {
+                parse_template(&group.name).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "app {:?}: group name {:?}: {e}",
+                        app.name, group.name
+                    ))
+                })?;
+                if let Some(rule) = &group.rule {
+                    group.compiled_rule = Some(Rule::compile(rule).map_err(|e| {
+                        ConfigError::Invalid(format!(
+                            "app {:?}: group {:?}: invalid rule: {e}",
+                            app.name, group.name
+                        ))
+                    })?);
+                }
+            }
+            if app.group_chunk == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "app {:?}: group_chunk must be at least 1",
+                    app.name
+                )));
             }
         }
         cfg.validate()?;
