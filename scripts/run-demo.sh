@@ -62,11 +62,21 @@ show_apps() {
     curl -fs -H "Authorization: Bearer $TENURE_APP_TOKEN" "http://127.0.0.1:$SCIM_PORT/$app/v2/Users" |
       python3 "$ROOT/scripts/show_users.py"
   done
+  curl -fs -H "Authorization: Bearer $TENURE_APP_TOKEN" "http://127.0.0.1:$SCIM_PORT/wiki/v2/Groups" |
+    python3 "$ROOT/scripts/show_groups.py"
+}
+wait_groups() { # expected wiki group names, sorted, comma-separated
+  for _ in $(seq 100); do
+    got=$(curl -fs -H "Authorization: Bearer $TENURE_APP_TOKEN" "http://127.0.0.1:$SCIM_PORT/wiki/v2/Groups" |
+      python3 -c 'import json,sys; print(",".join(sorted(g["displayName"] for g in json.load(sys.stdin).get("Resources", []))))')
+    [ "$got" = "$1" ] && return 0; sleep 0.1
+  done
+  echo "timed out: wiki groups are $got, expected $1" >&2; return 1
 }
 
 log "HR: three hires (Ana and Bo in Engineering, Chen in Sales starting 2030)"
 "$TENURE" send examples/records/01-hires.json
-wait_accounts wiki 2; wait_accounts git 2
+wait_accounts wiki 2; wait_accounts git 2; wait_groups dept-Engineering
 show_apps
 "$TENURE" accounts
 
@@ -81,6 +91,7 @@ log "HR: Ana moves to Sales, Bo leaves"
 wait_active wiki bo.berg@example.com false
 wait_active git bo.berg absent
 wait_active git ana.silva absent
+wait_groups dept-Sales
 show_apps
 
 log "a forged webhook is refused and quarantined"
