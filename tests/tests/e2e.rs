@@ -1133,13 +1133,27 @@ async fn groups_follow_departments_and_rules_and_empty_groups_are_deleted() -> a
         ("dept-Sales", set(&[&c])),
         ("sre", set(&[&a])),
     ];
-    wait_for(WAIT, || async {
+    if wait_for(WAIT, || async {
         Ok(expect(
             groups_in(&stack, &stack.wiki_tenant).await?,
             &wanted,
         ))
     })
-    .await?;
+    .await
+    .is_err()
+    {
+        anyhow::bail!(
+            "groups: {:?}\nfanout: {}",
+            groups_in(&stack, &stack.wiki_tenant).await?,
+            stack
+                .log("fanout-2.log")
+                .lines()
+                .filter(|l| l.contains("group") || l.contains("WARN"))
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 
     // Bo moves to Sales, Cy leaves: memberships follow.
     let mut bo2 = bo.clone();
@@ -1155,27 +1169,118 @@ async fn groups_follow_departments_and_rules_and_empty_groups_are_deleted() -> a
         ("dept-Sales", set(&[&b])),
         ("sre", set(&[&a])),
     ];
-    wait_for(WAIT, || async {
+    if wait_for(WAIT, || async {
         Ok(expect(
             groups_in(&stack, &stack.wiki_tenant).await?,
             &wanted,
         ))
     })
-    .await?;
+    .await
+    .is_err()
+    {
+        anyhow::bail!(
+            "groups: {:?}\nfanout: {}",
+            groups_in(&stack, &stack.wiki_tenant).await?,
+            stack
+                .log("fanout-2.log")
+                .lines()
+                .filter(|l| l.contains("group") || l.contains("WARN"))
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    // Sales is renamed Revenue in HR: the same group, renamed in place.
+    let sales_id = {
+        let r = reqwest::Client::new()
+            .get(format!(
+                "{}/Groups",
+                stack.scim.tenant_url(&stack.wiki_tenant)
+            ))
+            .query(&[("filter", "displayName eq \"dept-Sales\"")])
+            .bearer_auth(&stack.scim.token)
+            .send()
+            .await?
+            .error_for_status()?;
+        let v: Value = r.json().await?;
+        v["Resources"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(!sales_id.is_empty());
+    let mut bo3 = bo2.clone();
+    bo3["department"] = "Revenue".into();
+    bo3["effective_at"] = "2026-02-15T09:00:00Z".into();
+    stack.send(&bo3, "b3").await?;
+    let wanted = [
+        ("dept-Engineering", set(&[&a])),
+        ("dept-Revenue", set(&[&b])),
+        ("sre", set(&[&a])),
+    ];
+    if wait_for(WAIT, || async {
+        Ok(expect(
+            groups_in(&stack, &stack.wiki_tenant).await?,
+            &wanted,
+        ))
+    })
+    .await
+    .is_err()
+    {
+        anyhow::bail!(
+            "groups after the rename: {:?}\nfanout log: {}",
+            groups_in(&stack, &stack.wiki_tenant).await?,
+            stack
+                .log("fanout-2.log")
+                .lines()
+                .filter(|l| l.contains("group"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}/Groups/{sales_id}",
+            stack.scim.tenant_url(&stack.wiki_tenant)
+        ))
+        .bearer_auth(&stack.scim.token)
+        .send()
+        .await?
+        .error_for_status()?;
+    let renamed: Value = r.json().await?;
+    assert_eq!(
+        renamed["displayName"], "dept-Revenue",
+        "renamed in place, same id"
+    );
 
     // Ana leaves: the groups she alone was in are deleted.
     let mut ana2 = ana.clone();
     ana2["employment_status"] = "terminated".into();
     ana2["effective_at"] = "2026-03-01T09:00:00Z".into();
     stack.send(&ana2, "a2").await?;
-    let wanted = [("dept-Sales", set(&[&b]))];
-    wait_for(WAIT, || async {
+    let wanted = [("dept-Revenue", set(&[&b]))];
+    if wait_for(WAIT, || async {
         Ok(expect(
             groups_in(&stack, &stack.wiki_tenant).await?,
             &wanted,
         ))
     })
-    .await?;
+    .await
+    .is_err()
+    {
+        anyhow::bail!(
+            "groups: {:?}\nfanout: {}",
+            groups_in(&stack, &stack.wiki_tenant).await?,
+            stack
+                .log("fanout-2.log")
+                .lines()
+                .filter(|l| l.contains("group") || l.contains("WARN"))
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     let synced = stack.psql_count("SELECT count(*) FROM events WHERE stream_id = 'app-wiki' AND event_type = 'GroupsSynced'").await?;
     assert!(
         synced >= 3,

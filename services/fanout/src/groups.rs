@@ -85,7 +85,7 @@ impl AppWorker {
             ));
         }
         let desired = desired_groups(&self.app, &members);
-        let known: BTreeMap<String, String> = sqlx::query_as::<_, (String, String)>(
+        let mut known: BTreeMap<String, String> = sqlx::query_as::<_, (String, String)>(
             "SELECT display_name, remote_id FROM app_groups WHERE app = $1",
         )
         .bind(&self.app.name)
@@ -96,6 +96,8 @@ impl AppWorker {
 
         let caps = self.caps();
         let mut events = Vec::new();
+        self.detect_renames(&desired, &mut known, &mut events)
+            .await?;
         for (name, ids) in &desired {
             let spec = GroupSpec {
                 display_name: name.clone(),
@@ -190,6 +192,48 @@ impl AppWorker {
             .await?;
         }
         Ok(report)
+    }
+
+    /// A group that would be deleted while a new one with exactly its
+    /// members would be created is the same group under a new name (a
+    /// department renamed in HR): it is renamed in place, keeping its id and
+    /// whatever the app attaches to it.
+    async fn detect_renames(
+        &self,
+        desired: &BTreeMap<String, BTreeSet<String>>,
+        known: &mut BTreeMap<String, String>,
+        events: &mut Vec<NewEvent>,
+    ) -> Result<(), WorkerError> {
+        let orphans: Vec<(String, String)> = known
+            .iter()
+            .filter(|(n, _)| !desired.contains_key(*n))
+            .map(|(n, i)| (n.clone(), i.clone()))
+            .collect();
+        let mut newcomers: Vec<&String> =
+            desired.keys().filter(|n| !known.contains_key(*n)).collect();
+        if orphans.is_empty() || newcomers.is_empty() {
+            return Ok(());
+        }
+        for (old_name, old_id) in orphans {
+            let Ok(Some(old)) = self.find_group(Some(&old_id), &old_name, events).await else {
+                continue;
+            };
+            let Some(pos) = newcomers
+                .iter()
+                .position(|n| desired.get(*n) == Some(&old.members))
+            else {
+                continue;
+            };
+            let new_name = newcomers.remove(pos).clone();
+            known.remove(&old_name);
+            known.insert(new_name, old.id.clone());
+            sqlx::query("DELETE FROM app_groups WHERE app = $1 AND display_name = $2")
+                .bind(&self.app.name)
+                .bind(&old_name)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn find_group(
