@@ -1288,3 +1288,70 @@ async fn groups_follow_departments_and_rules_and_empty_groups_are_deleted() -> a
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_app_that_needs_pre_created_groups_gets_members_only_once_the_group_exists(
+) -> anyhow::Result<()> {
+    let mut stack = Stack::with_options(tenure_e2e::Options {
+        wiki: "profile = \"nextcloud\"\n[[app.group]]\nname = \"staff\"\n".into(),
+        ..tenure_e2e::Options::default()
+    })
+    .await?;
+    stack.start_core().await?;
+    stack.start_fanout()?;
+    stack
+        .send(
+            &person(
+                "E-601",
+                "Pre",
+                "Made",
+                "Sales",
+                "active",
+                "2026-01-02T09:00:00Z",
+            ),
+            "p1",
+        )
+        .await?;
+    let user = stack
+        .wait_user(&stack.wiki_tenant, "pre.made@example.com", |u| u.is_some())
+        .await?
+        .expect("account");
+
+    let out = stack.tenure(&["groups", "--app", "wiki"]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("\"staff\" must be created in the app first") && text.contains("0 created"),
+        "{text}"
+    );
+    assert!(
+        groups_in(&stack, &stack.wiki_tenant).await?.is_empty(),
+        "Tenure did not create it"
+    );
+
+    // An admin creates the group in the app; Tenure then keeps its members.
+    reqwest::Client::new()
+        .post(format!(
+            "{}/Groups",
+            stack.scim.tenant_url(&stack.wiki_tenant)
+        ))
+        .bearer_auth(&stack.scim.token)
+        .header("content-type", "application/scim+json")
+        .body(
+            r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"staff"}"#,
+        )
+        .send()
+        .await?
+        .error_for_status()?;
+    let out = stack.tenure(&["groups", "--app", "wiki"]).output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let groups = groups_in(&stack, &stack.wiki_tenant).await?;
+    let want: HashSet<String> = [user["id"].as_str().unwrap_or_default().to_string()]
+        .into_iter()
+        .collect();
+    assert_eq!(groups.get("staff"), Some(&want));
+    Ok(())
+}

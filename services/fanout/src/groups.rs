@@ -24,6 +24,8 @@ pub struct GroupReport {
     pub updated: usize,
     pub deleted: usize,
     pub errors: Vec<String>,
+    /// Groups the app must have but may not be created by Tenure.
+    pub missing: Vec<String>,
     /// Why nothing was done, when nothing could be.
     pub skipped: Option<String>,
 }
@@ -112,6 +114,10 @@ impl AppWorker {
                     continue;
                 }
             };
+            if remote.is_none() && !self.profile.create_groups {
+                report.missing.push(name.clone());
+                continue;
+            }
             let ops = diff_group(
                 &spec,
                 remote.as_ref(),
@@ -174,11 +180,14 @@ impl AppWorker {
             }
         }
         report.groups = desired.len();
-        if report.created + report.updated + report.deleted > 0 || !report.errors.is_empty() {
+        if report.created + report.updated + report.deleted > 0
+            || !report.errors.is_empty()
+            || !report.missing.is_empty()
+        {
             events.push(self.group_event(
                 "GroupsSynced",
                 json!({ "groups": report.groups, "created": report.created, "updated": report.updated,
-                        "deleted": report.deleted, "errors": report.errors }),
+                        "deleted": report.deleted, "errors": report.errors, "missing": report.missing }),
             ));
         }
         if !events.is_empty() {

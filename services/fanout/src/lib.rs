@@ -385,6 +385,9 @@ async fn group_loop(runtime: Arc<AppRuntime>, shutdown: CancellationToken) {
                 if let Some(why) = r.skipped {
                     warn!(app = %r.app, why, "groups not synced");
                 }
+                if !r.missing.is_empty() {
+                    warn!(app = %r.app, missing = ?r.missing, "groups must be created in the app first (its profile does not let Tenure create them)");
+                }
             }
             Err(e) => {
                 warn!(error = %e, "group sync failed; retrying later");

@@ -312,6 +312,9 @@ async fn main() -> anyhow::Result<()> {
             if let Some(why) = &r.skipped {
                 println!("{}: groups not synced: {why}", r.app);
             }
+            for name in &r.missing {
+                println!("{}: group {name:?} must be created in the app first; its members are kept once it exists", r.app);
+            }
             for e in &r.errors {
                 eprintln!("error: {e}");
             }

@@ -69,6 +69,9 @@ pub struct Profile {
     pub put_allowed: bool,
     /// Whether the app has a SCIM `/Groups` endpoint Tenure may use.
     pub groups: bool,
+    /// Whether Tenure may create groups there; when not, groups must exist
+    /// in the app already and missing ones are reported, not created.
+    pub create_groups: bool,
     pub deprovision: Deprovision,
     /// How to authenticate, for docs and error messages. Never a secret.
     pub auth_hint: Cow<'static, str>,
@@ -112,6 +115,7 @@ impl Profile {
             external_id: true,
             put_allowed: true,
             groups: true,
+            create_groups: true,
             deprovision: Deprovision::Deactivate,
             auth_hint: Cow::Borrowed("Bearer token or HTTP Basic, as the app documents"),
             path_hint: Cow::Borrowed(""),
@@ -192,6 +196,9 @@ pub fn builtin(name: &str) -> Option<Profile> {
             name: "nextcloud".into(),
             external_id: false,
             groups: true,
+            // The project's fan-out issue states Nextcloud needs groups
+            // pre-created (not among the checked facts): membership only.
+            create_groups: false,
             auth_hint: Cow::Borrowed(
                 "HTTP Basic with an app password, or a bearer JWT; the account must be an admin",
             ),
@@ -245,6 +252,7 @@ struct ProfileDef {
     external_id: Option<bool>,
     put_allowed: Option<bool>,
     groups: Option<bool>,
+    create_groups: Option<bool>,
     deprovision: Option<Deprovision>,
     auth_hint: Option<String>,
     path_hint: Option<String>,
@@ -288,6 +296,7 @@ impl TryFrom<ProfileDef> for Profile {
             external_id: d.external_id.unwrap_or(base.external_id),
             put_allowed: d.put_allowed.unwrap_or(base.put_allowed),
             groups: d.groups.unwrap_or(base.groups),
+            create_groups: d.create_groups.unwrap_or(base.create_groups),
             deprovision: d.deprovision.unwrap_or(base.deprovision),
             auth_hint: d.auth_hint.map(Cow::Owned).unwrap_or(base.auth_hint),
             path_hint: d.path_hint.map(Cow::Owned).unwrap_or(base.path_hint),
