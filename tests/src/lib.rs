@@ -496,3 +496,28 @@ pub fn person(
         "effective_at": effective,
     })
 }
+
+/// Helpers shared by the `just bench` programs.
+pub mod bench {
+    /// Nearest-rank percentile of sorted samples.
+    pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+        if sorted.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    }
+
+    /// One Markdown table row: count, p50, p90, p99 and max in ms.
+    pub fn report(name: &str, mut ms: Vec<f64>) {
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            ms.len(),
+            percentile(&ms, 50.0),
+            percentile(&ms, 90.0),
+            percentile(&ms, 99.0),
+            ms.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+}

@@ -219,7 +219,17 @@ impl ScimClient {
 
     /// `None` when the server says 404.
     pub async fn get_user(&self, id: &str) -> Result<Call<Option<RemoteUser>>, ScimError> {
-        let (url, rel) = self.url(&["Users", id], &[])?;
+        self.get_resource("Users", id, parse_user).await
+    }
+
+    /// `GET /<kind>/<id>`: `None` on 404, else the parsed resource.
+    async fn get_resource<T>(
+        &self,
+        kind: &str,
+        id: &str,
+        parse: fn(&Raw, &CallRecord) -> Result<T, ScimError>,
+    ) -> Result<Call<Option<T>>, ScimError> {
+        let (url, rel) = self.url(&[kind, id], &[])?;
         let (raw, record) = self
             .send(Method::GET, url, rel, Some(id), None, None)
             .await?;
@@ -232,9 +242,9 @@ impl ScimClient {
         if !raw.status.is_success() {
             return Err(http_error(raw, record));
         }
-        let user = parse_user(&raw, &record)?;
+        let value = parse(&raw, &record)?;
         Ok(Call {
-            value: Some(user),
+            value: Some(value),
             record,
         })
     }
@@ -709,24 +719,7 @@ impl ScimClient {
 
     /// `None` when the server says 404.
     pub async fn get_group(&self, id: &str) -> Result<Call<Option<RemoteGroup>>, ScimError> {
-        let (url, rel) = self.url(&["Groups", id], &[])?;
-        let (raw, record) = self
-            .send(Method::GET, url, rel, Some(id), None, None)
-            .await?;
-        if raw.status == StatusCode::NOT_FOUND {
-            return Ok(Call {
-                value: None,
-                record,
-            });
-        }
-        if !raw.status.is_success() {
-            return Err(http_error(raw, record));
-        }
-        let group = parse_group(&raw, &record)?;
-        Ok(Call {
-            value: Some(group),
-            record,
-        })
+        self.get_resource("Groups", id, parse_group).await
     }
 
     /// Finds the one group whose `displayName` is exactly `display_name`

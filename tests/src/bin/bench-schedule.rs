@@ -10,32 +10,13 @@ use anyhow::Context;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::json;
 use std::time::Duration;
+use tenure_e2e::bench::report;
 use tenure_e2e::{person, Options, Stack};
 use tenure_store::sqlx::{self, Row};
 
 const BURST: usize = 500;
 const STREAM: usize = 500;
 const STREAM_SPACING_MS: i64 = 20;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn report(name: &str, mut ms: Vec<f64>) {
-    ms.sort_by(f64::total_cmp);
-    println!(
-        "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
-        ms.len(),
-        percentile(&ms, 50.0),
-        percentile(&ms, 90.0),
-        percentile(&ms, 99.0),
-        ms.last().copied().unwrap_or(f64::NAN)
-    );
-}
 
 async fn lateness(pool: &sqlx::PgPool, prefix: &str) -> anyhow::Result<Vec<f64>> {
     let rows = sqlx::query(

@@ -9,6 +9,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::time::{Duration, Instant};
+use tenure_e2e::bench::report;
 use tenure_e2e::{person, Options, Stack};
 
 const HIRES: usize = 200;
@@ -18,14 +19,6 @@ const BURST: usize = 100;
 /// concurrent connections than that get their SYN dropped and retried by
 /// the kernel a second later, which would measure the peer, not Tenure.
 const CONCURRENCY: usize = 4;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
 fn ms(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     (to - from).num_microseconds().unwrap_or(0) as f64 / 1000.0
@@ -45,18 +38,6 @@ fn report_stages(name: &str, samples: &[(DateTime<Utc>, DateTime<Utc>, DateTime<
     report(
         &format!("↳ {name}: decision → apps switched off"),
         samples.iter().map(|(_, d, off)| ms(*d, *off)).collect(),
-    );
-}
-
-fn report(name: &str, mut ms: Vec<f64>) {
-    ms.sort_by(f64::total_cmp);
-    println!(
-        "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
-        ms.len(),
-        percentile(&ms, 50.0),
-        percentile(&ms, 90.0),
-        percentile(&ms, 99.0),
-        ms.last().copied().unwrap_or(f64::NAN)
     );
 }
 
