@@ -269,8 +269,42 @@ impl ScimClient {
                 "find_user supports externalId and userName, not {attribute:?}"
             )));
         };
+        let exact = attribute == "externalId";
+        self.find_one(
+            "Users",
+            "users",
+            attribute,
+            value,
+            RemoteUser::from_scim,
+            |u: &RemoteUser| {
+                if exact {
+                    u.external_id.as_deref() == Some(value)
+                } else {
+                    u.user_name.to_lowercase() == value.to_lowercase()
+                }
+            },
+            |u| u.id.clone(),
+        )
+        .await
+    }
+
+    /// `GET /<kind>?filter=<attribute> eq "<value>"`, re-checking every
+    /// result with `hit`: a server that ignores or loosens the filter cannot
+    /// make us act on the wrong resource, and more than one hit is an
+    /// [`ScimError::Ambiguous`] error.
+    #[allow(clippy::too_many_arguments)]
+    async fn find_one<T>(
+        &self,
+        kind: &str,
+        noun: &str,
+        attribute: &str,
+        value: &str,
+        parse: fn(&Value) -> Result<T, ScimError>,
+        hit: impl Fn(&T) -> bool,
+        id_of: fn(&T) -> String,
+    ) -> Result<Call<Option<T>>, ScimError> {
         let filter = format!("{attribute} eq {}", filter_string(value));
-        let (url, rel) = self.url(&["Users"], &[("filter", &filter)])?;
+        let (url, rel) = self.url(&[kind], &[("filter", &filter)])?;
         let (raw, mut record) = self.send(Method::GET, url, rel, None, None, None).await?;
         if !raw.status.is_success() {
             return Err(http_error(raw, record));
@@ -284,29 +318,25 @@ impl ScimClient {
         };
         let mut matches = Vec::new();
         for item in &resources {
-            let user = match RemoteUser::from_scim(item) {
-                Ok(u) => u,
+            let resource = match parse(item) {
+                Ok(r) => r,
                 Err(e) => return Err(invalid(record, e.to_string())),
             };
-            let hit = match attribute {
-                "externalId" => user.external_id.as_deref() == Some(value),
-                _ => user.user_name.to_lowercase() == value.to_lowercase(),
-            };
-            if hit {
-                matches.push(user);
+            if hit(&resource) {
+                matches.push(resource);
             }
         }
         match matches.len() {
             0 | 1 => {
                 let found = matches.pop();
-                record.remote_id = found.as_ref().map(|u| u.id.clone());
+                record.remote_id = found.as_ref().map(id_of);
                 Ok(Call {
                     value: found,
                     record,
                 })
             }
             count => {
-                record.error = Some(format!("{count} users match {attribute}"));
+                record.error = Some(format!("{count} {noun} match {attribute}"));
                 Err(ScimError::Ambiguous {
                     record,
                     attribute: attribute.to_owned(),
@@ -731,46 +761,16 @@ impl ScimClient {
         &self,
         display_name: &str,
     ) -> Result<Call<Option<RemoteGroup>>, ScimError> {
-        let filter = format!("displayName eq {}", filter_string(display_name));
-        let (url, rel) = self.url(&["Groups"], &[("filter", &filter)])?;
-        let (raw, mut record) = self.send(Method::GET, url, rel, None, None, None).await?;
-        if !raw.status.is_success() {
-            return Err(http_error(raw, record));
-        }
-        let doc = parse_json(&raw, &record)?;
-        let resources = match doc.as_object().and_then(|o| get_ci(o, "Resources")) {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => items.clone(),
-            Some(_) => return Err(invalid(record, "Resources is not an array".into())),
-        };
-        let mut matches = Vec::new();
-        for item in &resources {
-            let group = match RemoteGroup::from_scim(item) {
-                Ok(g) => g,
-                Err(e) => return Err(invalid(record, e.to_string())),
-            };
-            if group.display_name == display_name {
-                matches.push(group);
-            }
-        }
-        match matches.len() {
-            0 | 1 => {
-                let found = matches.pop();
-                record.remote_id = found.as_ref().map(|g| g.id.clone());
-                Ok(Call {
-                    value: found,
-                    record,
-                })
-            }
-            count => {
-                record.error = Some(format!("{count} groups match displayName"));
-                Err(ScimError::Ambiguous {
-                    record,
-                    attribute: "displayName".into(),
-                    count,
-                })
-            }
-        }
+        self.find_one(
+            "Groups",
+            "groups",
+            "displayName",
+            display_name,
+            RemoteGroup::from_scim,
+            |g: &RemoteGroup| g.display_name == display_name,
+            |g| g.id.clone(),
+        )
+        .await
     }
 
     /// One page of `GET /Groups?startIndex=..&count=..`, as
