@@ -4,6 +4,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCIM2_SERVER_VERSION="0.8.3"
+# An independent SCIM client that checks Tenure's inbound SCIM endpoint.
+SCIM2_TESTER_VERSION="0.5.2"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -81,6 +83,10 @@ ensure_python_peers() {
     log "installing scim2-server $SCIM2_SERVER_VERSION into .venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "scim2-server==$SCIM2_SERVER_VERSION"
+  fi
+  if ! "$venv/bin/python" -c 'import scim2_tester' 2>/dev/null; then
+    log "installing scim2-tester $SCIM2_TESTER_VERSION into .venv"
+    "$venv/bin/pip" install -q "scim2-tester[httpx2]==$SCIM2_TESTER_VERSION"
   fi
   export TENURE_SCIM2_SERVER="$venv/bin/scim2-server"
 }

@@ -13,7 +13,7 @@ pub use process::{apply_envelope, Applied, Engine};
 
 use futures::StreamExt;
 use std::time::Duration;
-use tenure_bus::{Bus, IngestEnvelope, INGEST_STREAM};
+use tenure_bus::{Bus, IdentityEnvelope, IngestEnvelope, INGEST_STREAM};
 use tenure_config::Config;
 use tenure_store::sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +39,14 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    let identities = tokio::spawn(identity_loop(
+        pool.clone(),
+        engine.clone(),
+        bus.clone(),
+        format!("{}-identity", cfg.engine.consumer_name),
+        clock.clone(),
+        shutdown.clone(),
+    ));
     let consumer = bus
         .durable_consumer(
             INGEST_STREAM,
@@ -97,7 +105,102 @@ pub async fn run(
     shutdown.cancel();
     let _ = relay.await;
     let _ = scheduler.await;
+    let _ = identities.await;
     Ok(())
+}
+
+/// IdP identity snapshots have their own durable consumer on the ingest
+/// stream: a burst of group changes from the IdP never waits behind HR
+/// records, nor they behind it.
+async fn identity_loop(
+    pool: PgPool,
+    engine: Engine,
+    bus: Bus,
+    durable: String,
+    clock: Clock,
+    shutdown: CancellationToken,
+) {
+    let consumer = match bus
+        .durable_consumer(
+            INGEST_STREAM,
+            &durable,
+            "tenure.identity.>",
+            Duration::from_secs(30),
+            -1,
+        )
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "identity consumer unavailable; identities are not applied");
+            return;
+        }
+    };
+    let mut messages = match consumer.messages().await {
+        Ok(m) => m,
+        Err(e) => {
+            error!(error = %e, "identity consumer unavailable; identities are not applied");
+            return;
+        }
+    };
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = messages.next() => m,
+        };
+        match next {
+            Some(Ok(msg)) => apply_identity_message(&pool, &engine, &clock, msg).await,
+            Some(Err(e)) => {
+                warn!(error = %e, "identity consumer error; continuing");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            None => break,
+        }
+    }
+}
+
+async fn apply_identity_message(
+    pool: &PgPool,
+    engine: &Engine,
+    clock: &Clock,
+    msg: async_nats::jetstream::Message,
+) {
+    let envelope: IdentityEnvelope = match serde_json::from_slice(&msg.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            error!(error = %e, subject = %msg.subject, "undecodable identity message; terminating it");
+            let _ = msg.ack_with(async_nats::jetstream::AckKind::Term).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("identity", provider = %envelope.identity.provider, idp_id = %envelope.identity.idp_id, correlation_id = %envelope.correlation_id, person = tracing::field::Empty);
+    let result = async {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match process::apply_identity(pool, engine, &envelope, clock.now()).await {
+                Err(e) if e.is_conflict() && attempt < 10 => {
+                    tokio::time::sleep(Duration::from_millis(5 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    match result {
+        Ok(_) => {
+            let _ = msg.ack().await;
+        }
+        Err(e) => {
+            error!(error = %e, "identity not applied; will be redelivered");
+            let _ = msg
+                .ack_with(async_nats::jetstream::AckKind::Nak(Some(
+                    Duration::from_secs(2),
+                )))
+                .await;
+        }
+    }
 }
 
 /// Version conflicts mean another engine instance changed the same person

@@ -4,10 +4,13 @@
 
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
-use tenure_bus::{subjects, IngestEnvelope, Job};
+use tenure_bus::{subjects, IdentityEnvelope, IngestEnvelope, Job};
 use tenure_config::Config;
 use tenure_domain::person::{catch_up, current_fact, view_at};
-use tenure_domain::{decide, evolve, wakeups, Command, Context, Entitlement, Person, PersonEvent};
+use tenure_domain::{
+    decide, evolve, wakeups, Command, Context, Correlation, Entitlement, IdpIdentity, Person,
+    PersonEvent,
+};
 use tenure_store::sqlx::{self, PgConnection, PgPool};
 use tenure_store::{ExpectedVersion, Metadata, NewEvent, StoreError};
 use uuid::Uuid;
@@ -35,6 +38,8 @@ impl ProcessError {
 pub struct Engine {
     pub ctx: Context,
     pub partitions: u32,
+    /// How each identity provider's users are matched to HR persons.
+    pub correlation: HashMap<String, Correlation>,
 }
 
 impl Engine {
@@ -45,6 +50,11 @@ impl Engine {
                 apps: cfg.apps.iter().map(|a| a.policy()).collect(),
             },
             partitions: cfg.engine.partitions,
+            correlation: cfg
+                .idp
+                .iter()
+                .map(|i| (i.name.clone(), i.correlate))
+                .collect(),
         })
     }
 }
@@ -68,10 +78,7 @@ const PERSON_LOCK: i32 = 0x7e_4e_02;
 /// first record of a person at once agree on the stream and one of them
 /// gets a version conflict instead of a second person.
 pub fn person_id_for(source: &str, source_person_id: &str) -> Uuid {
-    Uuid::new_v5(
-        &Uuid::NAMESPACE_URL,
-        format!("tenure:person:{source}:{source_person_id}").as_bytes(),
-    )
+    tenure_domain::person::person_id_for(source, source_person_id)
 }
 
 pub fn person_stream(id: Uuid) -> String {
@@ -196,7 +203,14 @@ pub async fn apply_envelope(
             )
         })
         .collect();
-    let (events, jobs) = persist(&mut tx, engine, person_id, &loaded, &decided, metas, now).await?;
+    let (mut events, mut jobs) =
+        persist(&mut tx, engine, person_id, &loaded, &decided, metas, now).await?;
+    if !decided.is_empty() {
+        let (more_events, more_jobs) =
+            link_waiting_identities(&mut tx, engine, person_id, env.correlation_id, now).await?;
+        events.extend(more_events);
+        jobs.extend(more_jobs);
+    }
     tx.commit().await?;
     tracing::info!(?events, ?jobs, "record applied");
     Ok(Applied::Recorded {
@@ -204,6 +218,249 @@ pub async fn apply_envelope(
         events,
         jobs,
     })
+}
+
+/// Applies an IdP's snapshot of one user: records it, finds the HR person
+/// it correlates with, and brings that person's linked identity (and so
+/// `person.groups` and every rule using it) in line. An identity that
+/// correlates with nobody waits in `idp_identities` until a person with a
+/// matching key arrives.
+pub async fn apply_identity(
+    pool: &PgPool,
+    engine: &Engine,
+    env: &IdentityEnvelope,
+    now: DateTime<Utc>,
+) -> Result<Applied, ProcessError> {
+    let mut tx = pool.begin().await?;
+    let fresh = sqlx::query(
+        "INSERT INTO inbox (source, delivery_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(env.source())
+    .bind(&env.delivery_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if fresh == 0 {
+        tx.rollback().await?;
+        return Ok(Applied::AlreadyProcessed);
+    }
+    let identity = &env.identity;
+    let how = engine
+        .correlation
+        .get(&identity.provider)
+        .copied()
+        .unwrap_or_default();
+    let keys = identity.keys(how);
+    let previous: Option<Option<Uuid>> = sqlx::query_scalar(
+        "SELECT person_id FROM idp_identities WHERE provider = $1 AND idp_id = $2 FOR UPDATE",
+    )
+    .bind(&identity.provider)
+    .bind(&identity.idp_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let previous = previous.flatten();
+    let matched = if identity.deleted {
+        None
+    } else {
+        correlate(&mut tx, how, &keys).await?
+    };
+    sqlx::query(
+        "INSERT INTO idp_identities (provider, idp_id, user_name, keys, snapshot, person_id, deleted, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+         ON CONFLICT (provider, idp_id) DO UPDATE SET user_name = $3, keys = $4, snapshot = $5,
+             person_id = $6, deleted = $7, updated_at = now()",
+    )
+    .bind(&identity.provider)
+    .bind(&identity.idp_id)
+    .bind(&identity.user_name)
+    .bind(&keys)
+    .bind(serde_json::to_value(identity).unwrap_or_default())
+    .bind(matched)
+    .bind(identity.deleted)
+    .execute(&mut *tx)
+    .await?;
+
+    let mut events = Vec::new();
+    let mut jobs = Vec::new();
+    // The identity moved to someone else (an e-mail changed hands) or was
+    // deleted: the old person loses it first.
+    if let Some(old) = previous.filter(|p| Some(*p) != matched) {
+        let gone = IdpIdentity {
+            deleted: true,
+            ..identity.clone()
+        };
+        let (e, j) = sync_identity(&mut tx, engine, old, &gone, env.correlation_id, now).await?;
+        events.extend(e);
+        jobs.extend(j);
+    }
+    if let Some(person_id) = matched {
+        tracing::Span::current().record("person", tracing::field::display(person_id));
+        let (e, j) = sync_identity(
+            &mut tx,
+            engine,
+            person_id,
+            identity,
+            env.correlation_id,
+            now,
+        )
+        .await?;
+        events.extend(e);
+        jobs.extend(j);
+    } else if !identity.deleted {
+        tracing::info!(
+            provider = %identity.provider,
+            idp_id = %identity.idp_id,
+            user_name = %identity.user_name,
+            "identity correlates with no person yet"
+        );
+    }
+    tx.commit().await?;
+    Ok(Applied::Recorded {
+        person_id: matched.or(previous).unwrap_or_default(),
+        events,
+        jobs,
+    })
+}
+
+/// The one person whose correlation key matches, if exactly one does: an
+/// ambiguous match links nobody rather than the wrong person.
+async fn correlate(
+    conn: &mut PgConnection,
+    how: Correlation,
+    keys: &[String],
+) -> Result<Option<Uuid>, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let sql = match how {
+        Correlation::Email => {
+            "SELECT person_id FROM persons WHERE lower(attributes->>'email') = ANY($1) LIMIT 2"
+        }
+        Correlation::EmployeeNumber => {
+            "SELECT person_id FROM persons WHERE attributes->>'employee_number' = ANY($1) LIMIT 2"
+        }
+        Correlation::Username => {
+            "SELECT person_id FROM persons WHERE lower(split_part(attributes->>'email', '@', 1)) = ANY($1) LIMIT 2"
+        }
+    };
+    let found: Vec<Uuid> = sqlx::query_scalar(sql).bind(keys).fetch_all(conn).await?;
+    if found.len() > 1 {
+        tracing::warn!(?keys, "identity matches several persons; linking none");
+        return Ok(None);
+    }
+    Ok(found.into_iter().next())
+}
+
+/// Identities that were waiting for this person (or already linked to it)
+/// are applied after an HR record changed it: a new hire whose Authentik
+/// account came first gets its groups at once.
+async fn link_waiting_identities(
+    conn: &mut PgConnection,
+    engine: &Engine,
+    person_id: Uuid,
+    correlation_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(Vec<String>, Vec<String>), ProcessError> {
+    let row: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT attributes FROM persons WHERE person_id = $1")
+            .bind(person_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(attributes) = row else {
+        return Ok(Default::default());
+    };
+    let email = attributes
+        .get("email")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .trim()
+        .to_lowercase();
+    let employee_number = attributes
+        .get("employee_number")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let local = email.split('@').next().unwrap_or_default().to_string();
+    let mut events = Vec::new();
+    let mut jobs = Vec::new();
+    for (provider, how) in &engine.correlation {
+        let key = match how {
+            Correlation::Email => &email,
+            Correlation::EmployeeNumber => &employee_number,
+            Correlation::Username => &local,
+        };
+        if key.is_empty() {
+            continue;
+        }
+        let waiting: Vec<(String, serde_json::Value)> = sqlx::query_as(
+            "SELECT idp_id, snapshot FROM idp_identities
+             WHERE provider = $1 AND NOT deleted AND person_id IS NULL AND keys @> ARRAY[$2]
+             FOR UPDATE",
+        )
+        .bind(provider)
+        .bind(key)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (idp_id, snapshot) in waiting {
+            let Ok(identity) = serde_json::from_value::<IdpIdentity>(snapshot) else {
+                continue;
+            };
+            sqlx::query(
+                "UPDATE idp_identities SET person_id = $3, updated_at = now() WHERE provider = $1 AND idp_id = $2",
+            )
+            .bind(provider)
+            .bind(&idp_id)
+            .bind(person_id)
+            .execute(&mut *conn)
+            .await?;
+            let (e, j) =
+                sync_identity(conn, engine, person_id, &identity, correlation_id, now).await?;
+            events.extend(e);
+            jobs.extend(j);
+        }
+    }
+    Ok((events, jobs))
+}
+
+async fn sync_identity(
+    conn: &mut PgConnection,
+    engine: &Engine,
+    person_id: Uuid,
+    identity: &IdpIdentity,
+    correlation_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(Vec<String>, Vec<String>), ProcessError> {
+    lock_person(conn, person_id).await?;
+    let loaded = load(&mut *conn, person_id).await?;
+    let decided = decide(
+        &loaded.state,
+        &Command::ApplyIdentity {
+            identity: identity.clone(),
+            now,
+        },
+        &engine.ctx,
+    );
+    let first = Uuid::new_v4();
+    let metas = decided
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            (
+                if i == 0 { first } else { Uuid::new_v4() },
+                Metadata {
+                    correlation_id,
+                    causation_id: (i > 0).then_some(first),
+                    person_id: Some(person_id),
+                    app: None,
+                    source: Some(format!("idp:{}", identity.provider)),
+                    actor: "engine".into(),
+                    effective_at: Some(now),
+                },
+            )
+        })
+        .collect();
+    persist(conn, engine, person_id, &loaded, &decided, metas, now).await
 }
 
 /// Lets time pass for one person: fires whatever became due by `now`.
@@ -306,10 +563,10 @@ async fn persist(
     };
     if let Some((status, attributes, start_at, termination_at, fact)) = listed {
         sqlx::query(
-            "INSERT INTO persons (person_id, source, source_person_id, status, attributes, version, start_at, termination_at, time_zone, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
+            "INSERT INTO persons (person_id, source, source_person_id, status, attributes, version, start_at, termination_at, time_zone, groups, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now())
              ON CONFLICT (person_id) DO UPDATE SET status = $4, attributes = $5, version = $6,
-                 start_at = $7, termination_at = $8, time_zone = $9, updated_at = now()",
+                 start_at = $7, termination_at = $8, time_zone = $9, groups = $10, updated_at = now()",
         )
         .bind(person_id)
         .bind(fact.map(|f| f.source.as_str()).unwrap_or(""))
@@ -320,18 +577,28 @@ async fn persist(
         .bind(start_at)
         .bind(termination_at)
         .bind(time_zone_of(&after, engine))
+        .bind(serde_json::Value::from(after.groups()))
         .execute(&mut *conn)
         .await?;
     }
 
     // Jobs: an app hears about the person when its entitlement changed, or
     // when attributes changed while the app holds an account.
-    let attributes_changed = after.attributes != loaded.state.attributes;
+    // IdP groups feed group definitions, so a change in them is news for
+    // every app holding an account, like an attribute change.
+    let attributes_changed =
+        after.attributes != loaded.state.attributes || after.groups() != loaded.state.groups();
     let attributes_cause = decided
         .iter()
         .zip(&recorded)
         .rev()
-        .find(|(e, _)| carries_attributes(e))
+        .find(|(e, _)| {
+            carries_attributes(e)
+                || matches!(
+                    e,
+                    PersonEvent::IdentitySynced { .. } | PersonEvent::IdentityUnlinked { .. }
+                )
+        })
         .map(|(_, r)| r.event_id);
     let mut jobs = Vec::new();
     for app in &engine.ctx.apps {

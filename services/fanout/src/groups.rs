@@ -31,24 +31,34 @@ pub struct GroupReport {
 }
 
 /// Desired groups: name → member account ids. Pure, for tests.
+/// One member candidate: person, attributes, IdP groups, remote account id.
+pub type Member = (Uuid, Attributes, Vec<String>, String);
+
 pub fn desired_groups(
     app: &tenure_config::AppConfig,
-    members: &[(Uuid, Attributes, String)],
+    members: &[Member],
 ) -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for group in &app.groups {
-        for (person, attrs, remote_id) in members {
+        for (person, attrs, idp_groups, remote_id) in members {
             // A rule that fails on odd data leaves the person out of that group only.
             if let Some(rule) = group.compiled_rule() {
-                if !rule.evaluate(attrs, &[]).unwrap_or(false) {
+                if !rule.evaluate(attrs, idp_groups).unwrap_or(false) {
                     continue;
                 }
             }
-            let name = mapping::render(&group.name, *person, attrs)
-                .trim()
-                .to_string();
-            if !name.is_empty() {
-                out.entry(name).or_default().insert(remote_id.clone());
+            let names: Vec<String> = match group.matching_idp_groups(idp_groups) {
+                None => vec![mapping::render(&group.name, *person, attrs)],
+                Some(matching) => matching
+                    .into_iter()
+                    .map(|g| mapping::render_with(&group.name, *person, attrs, &[("idp_group", g)]))
+                    .collect(),
+            };
+            for name in names {
+                let name = name.trim().to_string();
+                if !name.is_empty() {
+                    out.entry(name).or_default().insert(remote_id.clone());
+                }
             }
         }
     }
@@ -69,7 +79,7 @@ impl AppWorker {
             return Ok(report);
         }
         let rows = sqlx::query(
-            "SELECT p.person_id, p.attributes, a.remote_id FROM persons p
+            "SELECT p.person_id, p.attributes, p.groups, a.remote_id FROM persons p
              JOIN entitlements e ON e.app = $1 AND e.person_id = p.person_id AND e.entitlement = 'active'
              JOIN accounts a ON a.app = $1 AND a.person_id = p.person_id AND a.remote_id IS NOT NULL",
         )
@@ -80,9 +90,12 @@ impl AppWorker {
         for r in &rows {
             let attrs: Attributes =
                 serde_json::from_value(r.try_get("attributes")?).unwrap_or_default();
+            let groups: Vec<String> =
+                serde_json::from_value(r.try_get("groups")?).unwrap_or_default();
             members.push((
                 r.try_get::<Uuid, _>("person_id")?,
                 attrs,
+                groups,
                 r.try_get::<String, _>("remote_id")?,
             ));
         }
@@ -330,5 +343,65 @@ impl AppWorker {
                 effective_at: None,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(groups: &str) -> tenure_config::AppConfig {
+        let text =
+            format!("[[app]]\nname = \"git\"\nbase_url = \"http://127.0.0.1:1/scim/v2\"\n{groups}");
+        let cfg = tenure_config::Config::parse(&text, "test").expect("config");
+        cfg.apps.into_iter().next().expect("app")
+    }
+
+    fn member(dept: &str, groups: &[&str], remote: &str) -> Member {
+        (
+            Uuid::new_v4(),
+            Attributes {
+                department: Some(dept.into()),
+                ..Attributes::default()
+            },
+            groups.iter().map(|g| (*g).to_string()).collect(),
+            remote.into(),
+        )
+    }
+
+    #[test]
+    fn idp_groups_are_mirrored_by_pattern_and_usable_in_rules() {
+        let app = app(r#"
+[[app.group]]
+name = "{idp_group}"
+idp_groups = "git-*"
+[[app.group]]
+name = "admins"
+rule = '"platform-admins" in person.groups'
+[[app.group]]
+name = "dept-{department}"
+"#);
+        let members = [
+            member("Eng", &["git-core", "git-docs", "staff"], "r1"),
+            member("Eng", &["git-core", "platform-admins"], "r2"),
+            member("Ops", &["staff"], "r3"),
+        ];
+        let desired = desired_groups(&app, &members);
+        let names: Vec<&str> = desired.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["admins", "dept-Eng", "dept-Ops", "git-core", "git-docs"]
+        );
+        let ids = |g: &str| desired[g].iter().cloned().collect::<Vec<_>>();
+        assert_eq!(ids("git-core"), ["r1", "r2"]);
+        assert_eq!(ids("git-docs"), ["r1"]);
+        assert_eq!(ids("admins"), ["r2"]);
+    }
+
+    #[test]
+    fn an_idp_group_placeholder_needs_a_pattern() {
+        let text = "[[app]]\nname = \"git\"\nbase_url = \"http://127.0.0.1:1/scim/v2\"\n[[app.group]]\nname = \"{idp_group}\"\n";
+        let err = tenure_config::Config::parse(text, "test").expect_err("invalid");
+        assert!(err.to_string().contains("idp_groups"), "{err}");
     }
 }

@@ -11,6 +11,16 @@ use uuid::Uuid;
 /// Templates are checked at config load; one that is not (a caller's own)
 /// renders as written.
 pub fn render(template: &str, person_id: Uuid, attrs: &Attributes) -> String {
+    render_with(template, person_id, attrs, &[])
+}
+
+/// Like [`render`], with extra placeholder values (e.g. `idp_group`).
+pub fn render_with(
+    template: &str,
+    person_id: Uuid,
+    attrs: &Attributes,
+    extra: &[(&str, &str)],
+) -> String {
     let Ok(segments) = parse_template(template) else {
         return template.to_string();
     };
@@ -21,7 +31,10 @@ pub fn render(template: &str, person_id: Uuid, attrs: &Attributes) -> String {
             Segment::Placeholder(name) => match name.as_str() {
                 "person_id" => out.push_str(&person_id.to_string()),
                 "email_local_part" => out.push_str(email_local_part(&attrs.email)),
-                other => out.push_str(attrs.get(other).unwrap_or_default()),
+                other => match extra.iter().find(|(k, _)| *k == other) {
+                    Some((_, v)) => out.push_str(v),
+                    None => out.push_str(attrs.get(other).unwrap_or_default()),
+                },
             },
         }
     }

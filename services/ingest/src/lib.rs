@@ -1,60 +1,168 @@
-//! The ingest service: verifies, validates and normalises HR webhooks and
-//! publishes them to JetStream. It answers 202 only once JetStream has
-//! stored the record, so an accepted webhook is never lost.
+//! The ingest service: verifies, validates and normalises HR webhooks (one
+//! adapter per vendor) and IdP pushes, and publishes them to JetStream. It
+//! answers 202 only once JetStream has stored what it received, so an
+//! accepted webhook is never lost; dataless webhooks are answered before the
+//! person is fetched back from the HRIS (see [`fetch`]).
 
+pub mod fetch;
+pub mod identity;
+pub mod openapi;
 pub mod signature;
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
-use tenure_bus::{subjects, Bus, IngestEnvelope};
-use tenure_config::{Config, Secret};
-use tenure_domain::record::ParseError;
-use tenure_domain::SourceRecord;
+use tenure_bus::{subjects, Bus, FetchEnvelope, IngestEnvelope};
+use tenure_config::{Config, SourceConfig};
+use tenure_sources::{Adapter, AdapterError, ErrorKind, FieldMapping, Kind, Outcome};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 use uuid::Uuid;
 
 pub const GENERIC_SOURCE: &str = "generic";
 const MAX_DELIVERY_ID: usize = 128;
+/// Request headers kept with a quarantined payload so it can be verified
+/// again on replay. Bearer tokens are secrets and are never kept.
+const NOT_KEPT: [&str; 4] = [
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "x-tenure-token",
+];
 
 /// Wall clock, swappable in tests.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
+/// One configured source as the service runs it.
+pub struct SourceRuntime {
+    pub name: String,
+    pub adapter: Adapter,
+    pub max_body_bytes: usize,
+    pub limiter: Option<DefaultDirectRateLimiter>,
+}
+
+impl SourceRuntime {
+    pub fn new(name: &str, adapter: Adapter, max_body_bytes: usize) -> Self {
+        Self {
+            name: name.to_string(),
+            adapter,
+            max_body_bytes,
+            limiter: None,
+        }
+    }
+
+    pub fn with_rate_limit(mut self, per_second: u32, burst: Option<u32>) -> Self {
+        if let Some(rate) = NonZeroU32::new(per_second) {
+            let burst = burst.and_then(NonZeroU32::new).unwrap_or(rate);
+            self.limiter = Some(RateLimiter::direct(
+                Quota::per_second(rate).allow_burst(burst),
+            ));
+        }
+        self
+    }
+
+    /// Builds the runtime of a `[[source]]` block; a missing secret is not
+    /// an error here: its webhooks are quarantined until it is set.
+    pub fn from_config(src: &SourceConfig, default_max_body: usize) -> Self {
+        let secret = src
+            .secret
+            .as_ref()
+            .and_then(|s| match s.resolve() {
+                Ok(v) => Some(v.expose().as_bytes().to_vec()),
+                Err(e) => {
+                    warn!(source = %src.name, error = %e, "source secret unavailable; its webhooks are quarantined until it is set");
+                    None
+                }
+            });
+        let adapter = Adapter::new(src.kind, src.mapping.clone(), secret);
+        let rt = Self::new(
+            &src.name,
+            adapter,
+            src.max_body_bytes.unwrap_or(default_max_body),
+        );
+        match src.rate_limit_per_second {
+            Some(r) => rt.with_rate_limit(r, src.rate_limit_burst),
+            None => rt,
+        }
+    }
+}
+
 pub struct IngestState {
     pub bus: Bus,
-    pub generic_secret: Secret,
-    pub max_body_bytes: usize,
+    /// Optional: only deletions fetched back need it (to read the person's
+    /// last record), and the inbound SCIM endpoint.
+    pub pool: Option<tenure_store::sqlx::PgPool>,
+    pub sources: HashMap<String, Arc<SourceRuntime>>,
     pub max_clock_skew_secs: u64,
     pub clock: Clock,
 }
 
-#[derive(Debug, Serialize)]
+impl IngestState {
+    /// A state with only the generic source, signed with `generic_secret`.
+    pub fn generic(bus: Bus, generic_secret: &str, max_body_bytes: usize, clock: Clock) -> Self {
+        let adapter = Adapter::new(
+            Kind::Generic,
+            FieldMapping::default(),
+            Some(generic_secret.as_bytes().to_vec()),
+        );
+        let mut sources = HashMap::new();
+        sources.insert(
+            GENERIC_SOURCE.to_string(),
+            Arc::new(SourceRuntime::new(GENERIC_SOURCE, adapter, max_body_bytes)),
+        );
+        Self {
+            bus,
+            pool: None,
+            sources,
+            max_clock_skew_secs: 300,
+            clock,
+        }
+    }
+
+    pub fn add_source(&mut self, rt: SourceRuntime) {
+        self.sources.insert(rt.name.clone(), Arc::new(rt));
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
+    /// Stable error code: `invalid_signature`, `malformed_json`,
+    /// `malformed_payload`, `invalid_record`, `source_not_configured`,
+    /// `payload_too_large`, `rate_limited`, `unknown_source`, `unavailable`.
     pub error: &'static str,
     pub message: String,
+    /// The payload field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
+    /// `accepted` (records published), `fetching` (dataless webhook: the
+    /// person is fetched back from the HRIS next) or `ignored`.
     pub status: &'static str,
     pub delivery_id: String,
     pub correlation_id: Uuid,
     /// The same delivery was accepted before; nothing new happens.
     pub duplicate: bool,
+    /// Records (or fetches) published for this delivery.
+    pub records: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
-struct Rejection {
+pub(crate) struct Rejection {
     status: StatusCode,
     body: ErrorBody,
 }
@@ -70,26 +178,38 @@ impl Rejection {
             },
         }
     }
+
+    fn from_adapter(kind: Kind, e: AdapterError) -> Self {
+        let (status, code) = match e.kind {
+            ErrorKind::Unauthorized => (StatusCode::UNAUTHORIZED, "invalid_signature"),
+            ErrorKind::Malformed if kind == Kind::Generic => {
+                (StatusCode::BAD_REQUEST, "malformed_json")
+            }
+            ErrorKind::Malformed => (StatusCode::BAD_REQUEST, "malformed_payload"),
+            ErrorKind::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_record"),
+            ErrorKind::Config => (StatusCode::UNPROCESSABLE_ENTITY, "source_not_configured"),
+        };
+        let mut r = Rejection::new(status, code, e.message);
+        r.body.field = e.field;
+        r
+    }
 }
 
 pub fn router(state: Arc<IngestState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/openapi.json", get(openapi::serve))
         .route("/v1/sources/generic/records", post(generic_record))
+        .route("/v1/sources/{name}/webhook", post(source_webhook))
         .with_state(state)
 }
 
-fn delivery_id(headers: &HeaderMap, body: &[u8]) -> Result<String, Rejection> {
+fn generic_delivery_id(headers: &HeaderMap, body: &[u8]) -> Result<String, Rejection> {
     match headers.get(signature::H_DELIVERY) {
-        None => Ok(format!("sha256:{}", hex::encode(Sha256::digest(body)))),
+        None => Ok(body_hash(body)),
         Some(v) => {
             let id = v.to_str().unwrap_or("").trim();
-            let ok = !id.is_empty()
-                && id.len() <= MAX_DELIVERY_ID
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
-            if ok {
+            if valid_delivery_id(id) {
                 Ok(id.to_string())
             } else {
                 Err(Rejection::new(
@@ -104,118 +224,290 @@ fn delivery_id(headers: &HeaderMap, body: &[u8]) -> Result<String, Rejection> {
     }
 }
 
-async fn generic_record(State(state): State<Arc<IngestState>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let body = match read_body(&parts.headers, body, state.max_body_bytes).await {
-        Ok(b) => b,
-        Err((rejection, partial)) => return reject(&state, rejection, partial).await,
-    };
-    let delivery = match delivery_id(&parts.headers, &body) {
-        Ok(d) => d,
-        Err(r) => return reject(&state, r, body).await,
-    };
-    let span = tracing::info_span!("ingest", source = GENERIC_SOURCE, delivery_id = %delivery, person = tracing::field::Empty, correlation_id = tracing::field::Empty);
-    async move {
-        let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
-        if let Err(e) = signature::verify(
-            state.generic_secret.expose().as_bytes(),
-            header(signature::H_TIMESTAMP),
-            header(signature::H_SIGNATURE),
-            &body,
-            (state.clock)(),
-            state.max_clock_skew_secs,
-        ) {
-            return reject(
-                &state,
-                Rejection::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string()),
-                body,
-            )
-            .await;
-        }
-        let record = match SourceRecord::from_json(&body) {
-            Ok(r) => r,
-            Err(ParseError::Syntax(m)) => {
-                return reject(
-                    &state,
-                    Rejection::new(StatusCode::BAD_REQUEST, "malformed_json", m),
-                    body,
-                )
-                .await
-            }
-            Err(ParseError::Invalid(e)) => {
-                let mut r = Rejection::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_record",
-                    e.message,
-                );
-                r.body.field = Some(e.field);
-                return reject(&state, r, body).await;
-            }
-        };
-        tracing::Span::current().record("person", record.person_id.as_str());
-        let envelope = IngestEnvelope {
-            source: GENERIC_SOURCE.into(),
-            correlation_id: Uuid::new_v5(
-                &Uuid::NAMESPACE_OID,
-                format!("{GENERIC_SOURCE}:{delivery}").as_bytes(),
-            ),
-            delivery_id: delivery.clone(),
-            received_at: (state.clock)(),
-            record,
-        };
-        tracing::Span::current().record(
-            "correlation_id",
-            tracing::field::display(envelope.correlation_id),
+fn valid_delivery_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_DELIVERY_ID
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+}
+
+fn body_hash(body: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(body)))
+}
+
+/// The generic webhook: one signed SourceRecord per request.
+#[utoipa::path(
+    post,
+    path = "/v1/sources/generic/records",
+    tag = "sources",
+    request_body(content = String, content_type = "application/json",
+        description = "One person record (docs/api.md), signed: `X-Tenure-Timestamp` (Unix seconds) and `X-Tenure-Signature: v1=<hex HMAC-SHA256(secret, \"<timestamp>.<body>\")>`; optional `X-Tenure-Delivery` id for de-duplication."),
+    responses(
+        (status = 202, description = "Stored in JetStream", body = Accepted),
+        (status = 400, description = "Not JSON or a bad delivery id", body = ErrorBody),
+        (status = 401, description = "Signature missing, wrong or stale", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 422, description = "A field is missing or invalid; `field` names it", body = ErrorBody),
+        (status = 429, description = "Over the source's rate limit; retry after `Retry-After`", body = ErrorBody),
+        (status = 503, description = "JetStream unavailable; retry", body = ErrorBody),
+    )
+)]
+pub async fn generic_record(State(state): State<Arc<IngestState>>, request: Request) -> Response {
+    receive(state, GENERIC_SOURCE.to_string(), request).await
+}
+
+/// A vendor webhook of a configured `[[source]]` (BambooHR, HiBob,
+/// Personio, Gusto, Deel, Frappe HR or generic), verified with that
+/// vendor's signature scheme.
+#[utoipa::path(
+    post,
+    path = "/v1/sources/{name}/webhook",
+    tag = "sources",
+    params(("name" = String, Path, description = "The `[[source]]` name from the configuration")),
+    request_body(content = String, content_type = "application/json",
+        description = "The vendor's own webhook body and signature headers (docs/sources/)."),
+    responses(
+        (status = 200, description = "A setup handshake (HiBob `Ping test`, Gusto verification token), or an authentic event Tenure does not act on", body = Accepted),
+        (status = 202, description = "Records, or fetch-back requests, stored in JetStream", body = Accepted),
+        (status = 400, description = "Not the vendor's format", body = ErrorBody),
+        (status = 401, description = "Signature or token missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such source configured", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 422, description = "Invalid field, or the source is not fully configured; quarantined for replay", body = ErrorBody),
+        (status = 429, description = "Over the source's rate limit", body = ErrorBody),
+        (status = 503, description = "JetStream unavailable; retry", body = ErrorBody),
+    )
+)]
+pub async fn source_webhook(
+    State(state): State<Arc<IngestState>>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Response {
+    receive(state, name, request).await
+}
+
+async fn receive(state: Arc<IngestState>, name: String, request: Request) -> Response {
+    let Some(source) = state.sources.get(&name).cloned() else {
+        let r = Rejection::new(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            format!("no source {name:?} is configured"),
         );
-        let payload = match serde_json::to_vec(&envelope) {
-            Ok(p) => Bytes::from(p),
-            Err(e) => return internal(format!("cannot encode envelope: {e}")),
-        };
-        match state
-            .bus
-            .publish(
-                &subjects::ingest(GENERIC_SOURCE),
-                &envelope.msg_id(),
-                &[],
-                payload,
+        return (r.status, Json(r.body)).into_response();
+    };
+    if let Some(limiter) = &source.limiter {
+        if limiter.check().is_err() {
+            let body = ErrorBody {
+                error: "rate_limited",
+                message: format!("source {name:?} is over its rate limit; retry later"),
+                field: None,
+            };
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "1")],
+                Json(body),
             )
-            .await
-        {
-            Ok(stored) => {
-                info!(
-                    sequence = stored.sequence,
-                    duplicate = stored.duplicate,
-                    "record accepted"
-                );
-                (
-                    StatusCode::ACCEPTED,
-                    Json(Accepted {
-                        status: "accepted",
-                        delivery_id: delivery,
-                        correlation_id: envelope.correlation_id,
-                        duplicate: stored.duplicate,
-                    }),
-                )
-                    .into_response()
+                .into_response();
+        }
+    }
+    let (parts, body) = request.into_parts();
+    let body = match read_body(&parts.headers, body, source.max_body_bytes).await {
+        Ok(b) => b,
+        Err((rejection, partial)) => {
+            return reject(&state, &name, rejection, partial, &parts.headers).await
+        }
+    };
+    let received_at = (state.clock)();
+    match accept(
+        &state,
+        &source,
+        &parts.headers,
+        body.clone(),
+        received_at,
+        false,
+    )
+    .await
+    {
+        Ok(resp) => resp,
+        Err(r) => reject(&state, &name, r, body, &parts.headers).await,
+    }
+}
+
+/// What a verified payload turned into, shared by webhooks and quarantine
+/// replay. `replay` checks signed timestamps against the original receipt
+/// instead of now.
+pub(crate) async fn accept(
+    state: &IngestState,
+    source: &SourceRuntime,
+    headers: &HeaderMap,
+    body: Bytes,
+    received_at: DateTime<Utc>,
+    replay: bool,
+) -> Result<Response, Rejection> {
+    let kind = source.adapter.kind;
+    let delivery = if kind == Kind::Generic {
+        generic_delivery_id(headers, &body)?
+    } else {
+        source
+            .adapter
+            .delivery_id(headers, &body)
+            .filter(|d| valid_delivery_id(d))
+            .unwrap_or_else(|| body_hash(&body))
+    };
+    let correlation_id = Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("{}:{delivery}", source.name).as_bytes(),
+    );
+    let span = tracing::info_span!("ingest", source = %source.name, delivery_id = %delivery, %correlation_id, replay, person = tracing::field::Empty);
+    async move {
+        let now = if replay { received_at } else { (state.clock)() };
+        let outcome = source
+            .adapter
+            .handle(headers, &body, now, state.max_clock_skew_secs)
+            .map_err(|e| Rejection::from_adapter(kind, e))?;
+        let accepted = |status: &'static str,
+                        duplicate: bool,
+                        records: usize,
+                        reason: Option<String>| Accepted {
+            status,
+            delivery_id: delivery.clone(),
+            correlation_id,
+            duplicate,
+            records,
+            reason,
+        };
+        match outcome {
+            Outcome::Handshake {
+                status,
+                content_type,
+                body: answer,
+            } => {
+                info!("setup handshake answered");
+                if let Some(reason) = source.adapter.handshake_quarantine_reason(&body) {
+                    // The operator must read what the vendor sent (Gusto's
+                    // verification token) and nowhere else keeps it.
+                    if let Err(e) = state
+                        .bus
+                        .quarantine_request(
+                            &source.name,
+                            200,
+                            reason,
+                            body.clone(),
+                            &kept_headers(headers),
+                        )
+                        .await
+                    {
+                        warn!(error = %e, "could not keep the handshake payload");
+                    }
+                }
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                Ok((status, [("content-type", content_type)], answer).into_response())
             }
-            Err(e) => {
-                warn!(error = %e, "JetStream did not store the record");
-                let body = ErrorBody {
-                    error: "unavailable",
-                    message: "the record could not be stored; retry later".into(),
-                    field: None,
-                };
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    [("retry-after", "5")],
-                    Json(body),
+            Outcome::Ignored { reason } => {
+                info!(%reason, "authentic webhook ignored");
+                Ok((
+                    StatusCode::OK,
+                    Json(accepted("ignored", false, 0, Some(reason))),
                 )
-                    .into_response()
+                    .into_response())
+            }
+            Outcome::Records(records) => {
+                let n = records.len();
+                let mut all_duplicate = n > 0;
+                for (i, record) in records.into_iter().enumerate() {
+                    tracing::Span::current().record("person", record.person_id.as_str());
+                    let envelope = IngestEnvelope {
+                        source: source.name.clone(),
+                        correlation_id,
+                        delivery_id: if n == 1 {
+                            delivery.clone()
+                        } else {
+                            format!("{delivery}#{i}")
+                        },
+                        received_at,
+                        record,
+                    };
+                    let payload = encode(&envelope)?;
+                    let stored = publish(
+                        state,
+                        &subjects::ingest(&source.name),
+                        &envelope.msg_id(),
+                        payload,
+                    )
+                    .await?;
+                    all_duplicate &= stored.duplicate;
+                }
+                info!(records = n, "records accepted");
+                Ok((
+                    StatusCode::ACCEPTED,
+                    Json(accepted("accepted", all_duplicate, n, None)),
+                )
+                    .into_response())
+            }
+            Outcome::Fetch(requests) => {
+                let n = requests.len();
+                let mut all_duplicate = n > 0;
+                for request in requests {
+                    tracing::Span::current().record("person", request.source_person_id.as_str());
+                    let envelope = FetchEnvelope {
+                        source: source.name.clone(),
+                        delivery_id: delivery.clone(),
+                        received_at,
+                        correlation_id,
+                        request,
+                    };
+                    let payload = encode(&envelope)?;
+                    let stored = publish(
+                        state,
+                        &subjects::fetch(&source.name),
+                        &envelope.msg_id(),
+                        payload,
+                    )
+                    .await?;
+                    all_duplicate &= stored.duplicate;
+                }
+                info!(persons = n, "fetch-back queued");
+                Ok((
+                    StatusCode::ACCEPTED,
+                    Json(accepted("fetching", all_duplicate, n, None)),
+                )
+                    .into_response())
             }
         }
     }
     .instrument(span)
     .await
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Bytes, Rejection> {
+    serde_json::to_vec(v).map(Bytes::from).map_err(|e| {
+        Rejection::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("cannot encode envelope: {e}"),
+        )
+    })
+}
+
+async fn publish(
+    state: &IngestState,
+    subject: &str,
+    msg_id: &str,
+    payload: Bytes,
+) -> Result<tenure_bus::Stored, Rejection> {
+    state
+        .bus
+        .publish(subject, msg_id, &[], payload)
+        .await
+        .map_err(|e| {
+            warn!(error = %e, "JetStream did not store the message");
+            Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the record could not be stored; retry later",
+            )
+        })
 }
 
 /// Reads at most `limit` bytes. An oversized body is refused early from its
@@ -246,48 +538,114 @@ async fn read_body(
         .map_err(|_| (too_large(), Bytes::new()))
 }
 
-async fn reject(state: &IngestState, r: Rejection, payload: Bytes) -> Response {
-    warn!(status = r.status.as_u16(), error = r.body.error, reason = %r.body.message, "record rejected");
-    let reason = match &r.body.field {
-        Some(f) => format!("{}: {}: {}", r.body.error, f, r.body.message),
-        None => format!("{}: {}", r.body.error, r.body.message),
-    };
-    if let Err(e) = state
-        .bus
-        .quarantine(GENERIC_SOURCE, r.status.as_u16(), &reason, payload)
-        .await
-    {
-        warn!(error = %e, "could not quarantine the rejected payload");
+/// The request headers worth keeping for a replay, as `name: value` pairs.
+pub fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(n, _)| !NOT_KEPT.contains(&n.as_str()))
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+pub fn headers_from(pairs: &[(String, String)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (n, v) in pairs {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            map.append(name, value);
+        }
     }
-    (r.status, Json(r.body)).into_response()
+    map
 }
 
-fn internal(message: String) -> Response {
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        Json(ErrorBody {
-            error: "internal",
-            message,
-            field: None,
-        }),
-    )
-        .into_response()
+async fn reject(
+    state: &IngestState,
+    source: &str,
+    r: Rejection,
+    payload: Bytes,
+    headers: &HeaderMap,
+) -> Response {
+    warn!(source, status = r.status.as_u16(), error = r.body.error, reason = %r.body.message, "payload rejected");
+    if r.status != StatusCode::SERVICE_UNAVAILABLE {
+        let reason = match &r.body.field {
+            Some(f) => format!("{}: {}: {}", r.body.error, f, r.body.message),
+            None => format!("{}: {}", r.body.error, r.body.message),
+        };
+        if let Err(e) = state
+            .bus
+            .quarantine_request(
+                source,
+                r.status.as_u16(),
+                &reason,
+                payload,
+                &kept_headers(headers),
+            )
+            .await
+        {
+            warn!(error = %e, "could not quarantine the rejected payload");
+        }
+    }
+    let mut resp = (r.status, Json(r.body)).into_response();
+    if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("5"));
+    }
+    resp
 }
 
-/// Runs the ingest HTTP server until `shutdown` is cancelled.
-pub async fn run(cfg: &Config, bus: Bus, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Builds the state from the configuration: the generic source plus every
+/// `[[source]]`.
+pub fn state_from_config(cfg: &Config, bus: Bus) -> anyhow::Result<IngestState> {
     let secret = cfg.ingest.generic.secret.resolve()?;
-    let state = Arc::new(IngestState {
+    let mut state = IngestState::generic(
         bus,
-        generic_secret: secret,
-        max_body_bytes: cfg.ingest.max_body_bytes,
-        max_clock_skew_secs: cfg.ingest.max_clock_skew_secs,
-        clock: Arc::new(Utc::now),
-    });
+        secret.expose(),
+        cfg.ingest.max_body_bytes,
+        Arc::new(Utc::now),
+    );
+    state.max_clock_skew_secs = cfg.ingest.max_clock_skew_secs;
+    for src in &cfg.sources {
+        state.add_source(SourceRuntime::from_config(src, cfg.ingest.max_body_bytes));
+    }
+    Ok(state)
+}
+
+/// Runs the ingest HTTP server, the fetch-back worker and, when IdPs are
+/// configured, the inbound SCIM endpoint and its publisher, until
+/// `shutdown` is cancelled.
+pub async fn run(
+    cfg: &Config,
+    bus: Bus,
+    pool: Option<tenure_store::sqlx::PgPool>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut state = state_from_config(cfg, bus.clone())?;
+    state.pool = pool.clone();
+    let state = Arc::new(state);
+    let mut app = router(state.clone());
+    let mut tasks = Vec::new();
+    if !cfg.idp.is_empty() {
+        let pool = pool
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("[[idp]] needs the database: run ingest with it"))?;
+        let (routes, publishers) = identity::mount(cfg, pool, bus.clone(), shutdown.clone())?;
+        app = app.merge(routes);
+        tasks.extend(publishers);
+    }
+    tasks.push(tokio::spawn(fetch::run(
+        cfg.clone(),
+        state.clone(),
+        shutdown.clone(),
+    )));
     let listener = tokio::net::TcpListener::bind(&cfg.ingest.listen).await?;
-    info!(listen = %listener.local_addr()?, "ingest listening");
-    axum::serve(listener, router(state))
+    info!(listen = %listener.local_addr()?, sources = state.sources.len(), idps = cfg.idp.len(), "ingest listening");
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
+    for t in tasks {
+        let _ = t.await;
+    }
     Ok(())
 }

@@ -7,7 +7,6 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tenure_bus::{Bus, INGEST_STREAM};
-use tenure_config::Secret;
 use tenure_ingest::{router, signature, IngestState};
 use tenure_testkit::NatsServer;
 use tower::ServiceExt;
@@ -17,13 +16,12 @@ const SECRET: &str = "s3cret";
 async fn setup() -> anyhow::Result<(NatsServer, Bus, axum::Router)> {
     let nats = NatsServer::start()?;
     let bus = Bus::connect(&nats.url(), Duration::from_secs(60)).await?;
-    let state = Arc::new(IngestState {
-        bus: bus.clone(),
-        generic_secret: Secret::new(SECRET),
-        max_body_bytes: 4096,
-        max_clock_skew_secs: 300,
-        clock: Arc::new(Utc::now),
-    });
+    let state = Arc::new(IngestState::generic(
+        bus.clone(),
+        SECRET,
+        4096,
+        Arc::new(Utc::now),
+    ));
     Ok((nats, bus, router(state)))
 }
 

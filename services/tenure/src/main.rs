@@ -505,9 +505,14 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
         match service {
             Service::Ingest => {
                 let bus = bus.context("bus")?;
-                tasks.spawn(
-                    async move { tenure_ingest::run(&cfg, bus, token).await.context("ingest") },
-                );
+                // The inbound SCIM endpoint keeps the IdP's users and groups,
+                // and an HRIS deletion needs the person's last record.
+                let pool = Some(service_pool(&cfg, if cfg.idp.is_empty() { 2 } else { 8 }).await?);
+                tasks.spawn(async move {
+                    tenure_ingest::run(&cfg, bus, pool, token)
+                        .await
+                        .context("ingest")
+                });
             }
             Service::Engine => {
                 let bus = bus.context("bus")?;

@@ -5,7 +5,7 @@ pub mod dlq;
 pub mod messages;
 pub mod quarantine;
 
-pub use messages::{IngestEnvelope, Job};
+pub use messages::{FetchEnvelope, IdentityEnvelope, IngestEnvelope, Job};
 
 use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
 use bytes::Bytes;
@@ -15,6 +15,7 @@ pub const INGEST_STREAM: &str = "TENURE_INGEST";
 pub const JOBS_STREAM: &str = "TENURE_JOBS";
 pub const QUARANTINE_STREAM: &str = "TENURE_QUARANTINE";
 pub const DLQ_STREAM: &str = "TENURE_DLQ";
+pub const FETCH_STREAM: &str = "TENURE_FETCH";
 
 pub mod subjects {
     pub fn ingest(source: &str) -> String {
@@ -31,6 +32,15 @@ pub mod subjects {
     }
     pub fn dlq(app: &str) -> String {
         format!("tenure.dlq.{app}")
+    }
+    /// IdP identity snapshots; same stream as HR records, so the engine
+    /// applies both in one order.
+    pub fn identity(provider: &str) -> String {
+        format!("tenure.identity.{provider}")
+    }
+    /// Persons a dataless webhook named, to fetch back from the HRIS API.
+    pub fn fetch(source: &str) -> String {
+        format!("tenure.fetch.{source}")
     }
 }
 
@@ -98,7 +108,7 @@ impl Bus {
         let configs = [
             stream::Config {
                 name: INGEST_STREAM.into(),
-                subjects: vec!["tenure.ingest.>".into()],
+                subjects: vec!["tenure.ingest.>".into(), "tenure.identity.>".into()],
                 duplicate_window,
                 max_age: 30 * day,
                 storage: stream::StorageType::File,
@@ -124,6 +134,16 @@ impl Bus {
                 ..Default::default()
             },
             stream::Config {
+                name: FETCH_STREAM.into(),
+                subjects: vec!["tenure.fetch.>".into()],
+                duplicate_window,
+                // Vendors retry for days (Personio: three); a fetch that
+                // still fails after a week is in the dead-letter stream.
+                max_age: 7 * day,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            },
+            stream::Config {
                 name: DLQ_STREAM.into(),
                 subjects: vec!["tenure.dlq.>".into()],
                 // Dead letters wait for an operator: kept until redriven.
@@ -135,7 +155,7 @@ impl Bus {
         for cfg in configs {
             let name = cfg.name.clone();
             self.js
-                .get_or_create_stream(cfg)
+                .create_or_update_stream(cfg)
                 .await
                 .map_err(|e| BusError::Stream {
                     stream: name,

@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tenure_domain::SourceRecord;
+use tenure_domain::{IdpIdentity, SourceRecord};
+use tenure_sources::FetchRequest;
 use uuid::Uuid;
 
 /// What ingest publishes on `tenure.ingest.<source>`: a verified,
@@ -41,5 +42,44 @@ impl Job {
         let b = self.person_id.as_bytes();
         let n = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
         n % partitions.max(1)
+    }
+}
+
+/// What the inbound SCIM endpoint publishes on `tenure.identity.<provider>`:
+/// the IdP's current view of one user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityEnvelope {
+    pub delivery_id: String,
+    pub received_at: DateTime<Utc>,
+    pub correlation_id: Uuid,
+    pub identity: IdpIdentity,
+}
+
+impl IdentityEnvelope {
+    pub fn source(&self) -> String {
+        format!("idp:{}", self.identity.provider)
+    }
+    pub fn msg_id(&self) -> String {
+        format!("{}:{}", self.source(), self.delivery_id)
+    }
+}
+
+/// A dataless webhook's request to fetch one person back from the HRIS API,
+/// on `tenure.fetch.<source>`; the webhook is answered before the fetch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchEnvelope {
+    pub source: String,
+    pub delivery_id: String,
+    pub received_at: DateTime<Utc>,
+    pub correlation_id: Uuid,
+    pub request: FetchRequest,
+}
+
+impl FetchEnvelope {
+    pub fn msg_id(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.source, self.delivery_id, self.request.source_person_id
+        )
     }
 }

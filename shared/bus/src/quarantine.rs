@@ -10,6 +10,8 @@ pub const H_REASON: &str = "Tenure-Reason";
 pub const H_STATUS: &str = "Tenure-Status";
 pub const H_SOURCE: &str = "Tenure-Source";
 pub const H_RECEIVED: &str = "Tenure-Received-At";
+/// The request headers (no bearer tokens) as JSON pairs, for replay.
+pub const H_HEADERS: &str = "Tenure-Request-Headers";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Quarantined {
@@ -19,6 +21,12 @@ pub struct Quarantined {
     pub reason: String,
     pub received_at: Option<DateTime<Utc>>,
     pub payload: String,
+    /// Request headers kept for replay (signatures, timestamps, ids).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+    /// The raw payload bytes.
+    #[serde(skip)]
+    pub raw: bytes::Bytes,
 }
 
 impl Bus {
@@ -29,7 +37,22 @@ impl Bus {
         reason: &str,
         payload: Bytes,
     ) -> Result<u64, BusError> {
+        self.quarantine_request(source, status, reason, payload, &[])
+            .await
+    }
+
+    /// Quarantines a payload with the request headers needed to verify it
+    /// again when it is replayed.
+    pub async fn quarantine_request(
+        &self,
+        source: &str,
+        status: u16,
+        reason: &str,
+        payload: Bytes,
+        headers: &[(String, String)],
+    ) -> Result<u64, BusError> {
         let now = Utc::now().to_rfc3339();
+        let headers_json = serde_json::to_string(headers).unwrap_or_default();
         let status = status.to_string();
         // Header values cannot hold newlines; reasons are single-line anyway.
         let reason: String = reason
@@ -46,6 +69,7 @@ impl Bus {
                     (H_STATUS, status.as_str()),
                     (H_SOURCE, source),
                     (H_RECEIVED, now.as_str()),
+                    (H_HEADERS, headers_json.as_str()),
                 ],
                 payload,
             )
@@ -112,5 +136,9 @@ fn decode(m: async_nats::jetstream::message::StreamMessage) -> Quarantined {
             .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
             .map(|t| t.with_timezone(&Utc)),
         payload: String::from_utf8_lossy(&m.payload).into_owned(),
+        headers: h(H_HEADERS)
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default(),
+        raw: m.payload.clone(),
     }
 }

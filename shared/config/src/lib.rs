@@ -46,6 +46,82 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default, rename = "app")]
     pub apps: Vec<AppConfig>,
+    /// HR sources besides the generic webhook: `[[source]]` blocks.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    /// Identity providers that push users and groups (Authentik): `[[idp]]`.
+    #[serde(default)]
+    pub idp: Vec<IdpConfig>,
+}
+
+/// One HR system's webhook (`POST /v1/sources/<name>/webhook`), its
+/// signature secret, the API used to fetch persons back for dataless
+/// webhooks, its field mapping and its limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// a-z, 0-9 and _; the URL path segment and the NATS subject token.
+    pub name: String,
+    pub kind: tenure_sources::Kind,
+    /// HMAC key, verification token or shared secret, per the vendor.
+    #[serde(default)]
+    pub secret: Option<SecretRef>,
+    #[serde(default)]
+    pub api: Option<SourceApiConfig>,
+    #[serde(default)]
+    pub mapping: tenure_sources::FieldMapping,
+    /// Overrides `ingest.max_body_bytes` for this source.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    /// Webhooks accepted per second (token bucket); beyond it, 429.
+    #[serde(default)]
+    pub rate_limit_per_second: Option<u32>,
+    #[serde(default)]
+    pub rate_limit_burst: Option<u32>,
+}
+
+/// The HRIS API that dataless webhooks are completed from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceApiConfig {
+    pub base_url: String,
+    pub token: SecretRef,
+    /// Service user paired with the token where the vendor needs one (HiBob).
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default = "default_api_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_api_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_api_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_api_attempts() -> u32 {
+    5
+}
+
+/// An identity provider pushing to the inbound SCIM endpoint
+/// (`/scim/v2/<name>/…`) and, optionally, its notification webhook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdpConfig {
+    pub name: String,
+    /// How an IdP user is matched to an HR person.
+    #[serde(default)]
+    pub correlate: tenure_domain::Correlation,
+    /// Bearer token the IdP's SCIM provider sends.
+    pub token: SecretRef,
+    /// The IdP's own API, for re-fetching users named by a notification.
+    #[serde(default)]
+    pub api_url: Option<String>,
+    #[serde(default)]
+    pub api_token: Option<SecretRef>,
+    /// Shared secret the notification webhook must send as a bearer token.
+    #[serde(default)]
+    pub webhook_token: Option<SecretRef>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +169,9 @@ pub struct IngestConfig {
     /// Signed timestamps older or newer than this are rejected (replay guard).
     pub max_clock_skew_secs: u64,
     pub generic: GenericSourceConfig,
+    /// The URL senders reach ingest at (behind a proxy), for SCIM
+    /// `meta.location`; defaults to `http://<listen>`.
+    pub public_url: Option<String>,
 }
 
 impl Default for IngestConfig {
@@ -102,6 +181,7 @@ impl Default for IngestConfig {
             max_body_bytes: 256 * 1024,
             max_clock_skew_secs: 300,
             generic: GenericSourceConfig::default(),
+            public_url: None,
         }
     }
 }
@@ -362,7 +442,7 @@ impl MappingConfig {
 }
 
 /// Placeholders a template may use besides the person attribute names.
-pub const EXTRA_PLACEHOLDERS: [&str; 2] = ["email_local_part", "person_id"];
+pub const EXTRA_PLACEHOLDERS: [&str; 3] = ["email_local_part", "person_id", "idp_group"];
 
 /// One piece of a parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -512,6 +592,12 @@ pub struct GroupConfig {
     pub name: String,
     #[serde(default)]
     pub rule: Option<String>,
+    /// Mirror the person's IdP groups whose names match this pattern (`*`
+    /// matches any run of characters, e.g. `"gitea-*"`): one app group per
+    /// matching IdP group, named by `name` where `{idp_group}` is the IdP
+    /// group's name.
+    #[serde(default)]
+    pub idp_groups: Option<String>,
     #[serde(skip)]
     compiled_rule: Option<Rule>,
 }
@@ -520,6 +606,34 @@ impl GroupConfig {
     pub fn compiled_rule(&self) -> Option<&Rule> {
         self.compiled_rule.as_ref()
     }
+
+    /// The person's IdP groups this definition mirrors; `None` when the
+    /// definition does not mirror IdP groups.
+    pub fn matching_idp_groups<'a>(&self, groups: &'a [String]) -> Option<Vec<&'a String>> {
+        let pattern = self.idp_groups.as_deref()?;
+        Some(groups.iter().filter(|g| glob_match(pattern, g)).collect())
+    }
+}
+
+/// `*` matches any run of characters (also none); everything else is
+/// literal and case-sensitive, like IdP group names.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 fn hourly() -> String {
@@ -576,6 +690,18 @@ impl Config {
                 app.compiled_rule = Some(compiled);
             }
             for group in &mut app.groups {
+                let uses_idp_group = parse_template(&group.name)
+                    .map(|segs| {
+                        segs.iter()
+                            .any(|x| matches!(x, Segment::Placeholder(p) if p == "idp_group"))
+                    })
+                    .unwrap_or(false);
+                if uses_idp_group && group.idp_groups.is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "app {:?}: group {:?} uses {{idp_group}} but sets no idp_groups pattern",
+                        app.name, group.name
+                    )));
+                }
                 parse_template(&group.name).map_err(|e| {
                     ConfigError::Invalid(format!(
                         "app {:?}: group name {:?}: {e}",
@@ -614,6 +740,44 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "engine.partitions must be at least 1".into(),
             ));
+        }
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        };
+        let mut seen_sources = std::collections::BTreeSet::from(["generic"]);
+        for src in &self.sources {
+            if !name_ok(&src.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "source {:?}: names use a-z, 0-9 and _ only (they become URL paths and NATS subjects)",
+                    src.name
+                )));
+            }
+            if !seen_sources.insert(&src.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "source {:?} is defined twice (\"generic\" is built in)",
+                    src.name
+                )));
+            }
+            if let Some(api) = &src.api {
+                if !(api.base_url.starts_with("http://") || api.base_url.starts_with("https://")) {
+                    return Err(ConfigError::Invalid(format!(
+                        "source {:?}: api.base_url must start with http:// or https://",
+                        src.name
+                    )));
+                }
+            }
+        }
+        let mut seen_idp = std::collections::BTreeSet::new();
+        for idp in &self.idp {
+            if !name_ok(&idp.name) || !seen_idp.insert(&idp.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "idp {:?}: names are unique and use a-z, 0-9 and _ only",
+                    idp.name
+                )));
+            }
         }
         let mut seen = std::collections::BTreeSet::new();
         for app in &self.apps {

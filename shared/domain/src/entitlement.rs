@@ -206,7 +206,7 @@ impl Entitlement {
 }
 
 impl AppPolicy {
-    pub fn in_scope(&self, attributes: &Attributes) -> bool {
+    pub fn in_scope(&self, attributes: &Attributes, groups: &[String]) -> bool {
         let filter = match &self.scope {
             None => true,
             Some(f) => attributes
@@ -219,12 +219,16 @@ impl AppPolicy {
             && self
                 .rule
                 .as_ref()
-                .is_none_or(|r| r.evaluate(attributes, &[]).unwrap_or(false))
+                .is_none_or(|r| r.evaluate(attributes, groups).unwrap_or(false))
     }
 
     /// Like [`AppPolicy::in_scope`], but a rule that fails on this person's
     /// data is an error instead of "not in scope".
-    pub fn scope_check(&self, attributes: &Attributes) -> Result<bool, RuleError> {
+    pub fn scope_check(
+        &self,
+        attributes: &Attributes,
+        groups: &[String],
+    ) -> Result<bool, RuleError> {
         let filter = match &self.scope {
             None => true,
             Some(f) => attributes
@@ -232,7 +236,7 @@ impl AppPolicy {
                 .is_some_and(|v| f.values.iter().any(|x| x == v)),
         };
         match (&self.rule, filter) {
-            (Some(rule), true) => rule.evaluate(attributes, &[]),
+            (Some(rule), true) => rule.evaluate(attributes, groups),
             _ => Ok(filter),
         }
     }
@@ -250,7 +254,7 @@ impl AppPolicy {
             Lifecycle::PreHire | Lifecycle::Active | Lifecycle::OnLeave
         );
         let in_scope = if scope_matters {
-            self.scope_check(&view.attributes)?
+            self.scope_check(&view.attributes, &view.groups)?
         } else {
             false
         };
@@ -258,7 +262,7 @@ impl AppPolicy {
     }
 
     pub fn entitlement(&self, view: &View, now: DateTime<Utc>) -> Entitlement {
-        self.entitlement_with(view, now, self.in_scope(&view.attributes))
+        self.entitlement_with(view, now, self.in_scope(&view.attributes, &view.groups))
     }
 
     fn entitlement_with(&self, view: &View, now: DateTime<Utc>, in_scope: bool) -> Entitlement {
@@ -310,6 +314,7 @@ mod tests {
             end_at: None,
             termination_at: None,
             revoked_immediately: false,
+            groups: vec![],
         }
     }
 
@@ -346,10 +351,13 @@ mod tests {
         }
         let mut app = AppPolicy::new("git");
         app.rule = Some(rule);
-        assert!(!app.in_scope(&Attributes {
-            department: Some("Sales".into()),
-            ..Attributes::default()
-        }));
+        assert!(!app.in_scope(
+            &Attributes {
+                department: Some("Sales".into()),
+                ..Attributes::default()
+            },
+            &[]
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! a broker.
 
 pub mod entitlement;
+pub mod identity;
 pub mod person;
 pub mod record;
 pub mod timing;
@@ -11,7 +12,9 @@ pub mod timing;
 pub use entitlement::{
     AppPolicy, Entitlement, LeavePolicy, PurgeAction, ScopeFilter, TerminationPolicy,
 };
+pub use identity::{Correlation, IdpIdentity};
 pub use person::{
-    decide, evolve, wakeups, Command, Context, Lifecycle, Person, PersonEvent, Policy, View, Wakeup,
+    decide, evolve, wakeups, Command, Context, Lifecycle, LinkedIdentity, Person, PersonEvent,
+    Policy, View, Wakeup,
 };
 pub use record::{Attributes, EmploymentStatus, RecordError, SourceRecord};

@@ -15,6 +15,7 @@
 //! the engine's durable scheduler stores.
 
 use crate::entitlement::{AppPolicy, Entitlement};
+use crate::identity::IdpIdentity;
 use crate::record::{Attributes, Change, EmploymentStatus, SourceRecord};
 use crate::timing::{day_end, day_start, parse_tz};
 use chrono::{DateTime, Duration, Utc};
@@ -140,6 +141,9 @@ pub struct View {
     /// The source asked to cut access at once.
     #[serde(default)]
     pub revoked_immediately: bool,
+    /// IdP groups of the person's linked identities, sorted and distinct.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// The newest fact in force at `now`.
@@ -193,6 +197,7 @@ pub fn view_at(facts: &[Fact], now: DateTime<Utc>, policy: &Policy) -> Option<Vi
         termination_at,
         revoked_immediately: r.revoke_immediately
             && r.employment_status != EmploymentStatus::Rescinded,
+        groups: Vec::new(),
     })
 }
 
@@ -210,6 +215,27 @@ pub struct Person {
     /// Apps whose assignment rule currently fails on this person, with the error.
     #[serde(default)]
     pub rule_failures: BTreeMap<String, String>,
+    /// IdP identities linked to this person, by provider.
+    #[serde(default)]
+    pub identities: BTreeMap<String, LinkedIdentity>,
+}
+
+/// Stable person id per (source, source person id), the same in every
+/// service: the engine's stream name and ingest's look-ups agree on it.
+pub fn person_id_for(source: &str, source_person_id: &str) -> uuid::Uuid {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("tenure:person:{source}:{source_person_id}").as_bytes(),
+    )
+}
+
+/// What an IdP last said about the identity linked to a person.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedIdentity {
+    pub idp_id: String,
+    pub user_name: String,
+    pub active: bool,
+    pub groups: BTreeSet<String>,
 }
 
 impl Person {
@@ -218,6 +244,13 @@ impl Person {
             .get(app)
             .copied()
             .unwrap_or(Entitlement::NoAccount)
+    }
+
+    /// The IdP groups of every linked identity, sorted and distinct; what
+    /// assignment rules see as `person.groups`.
+    pub fn groups(&self) -> Vec<String> {
+        let all: BTreeSet<&String> = self.identities.values().flat_map(|i| &i.groups).collect();
+        all.into_iter().cloned().collect()
     }
 
     pub fn has_delivery(&self, source: &str, delivery_id: &str) -> bool {
@@ -321,6 +354,24 @@ pub enum PersonEvent {
     RuleRecovered {
         app: String,
     },
+    /// An IdP identity was linked to the person, or what the IdP says
+    /// about it (groups, active) changed.
+    IdentitySynced {
+        provider: String,
+        idp_id: String,
+        user_name: String,
+        active: bool,
+        groups: BTreeSet<String>,
+        #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+        groups_added: BTreeSet<String>,
+        #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+        groups_removed: BTreeSet<String>,
+    },
+    /// The IdP deleted the identity, or it now belongs to someone else.
+    IdentityUnlinked {
+        provider: String,
+        idp_id: String,
+    },
 }
 
 impl PersonEvent {
@@ -344,6 +395,8 @@ impl PersonEvent {
             PersonEvent::ContractExpiryWarning { .. } => "ContractExpiryWarning",
             PersonEvent::RuleFailed { .. } => "RuleFailed",
             PersonEvent::RuleRecovered { .. } => "RuleRecovered",
+            PersonEvent::IdentitySynced { .. } => "IdentitySynced",
+            PersonEvent::IdentityUnlinked { .. } => "IdentityUnlinked",
         }
     }
 
@@ -379,6 +432,12 @@ pub enum Command {
     },
     /// Time has passed: act on whatever became due.
     Tick { now: DateTime<Utc> },
+    /// An IdP's current view of the identity correlated with this person.
+    /// A deleted identity is unlinked.
+    ApplyIdentity {
+        identity: IdpIdentity,
+        now: DateTime<Utc>,
+    },
 }
 
 /// The apps and timing rules decisions are made against.
@@ -392,6 +451,13 @@ pub fn decide(state: &Person, command: &Command, ctx: &Context) -> Vec<PersonEve
     let mut out = Vec::new();
     let now = match command {
         Command::Tick { now } => *now,
+        Command::ApplyIdentity { identity, now } => {
+            out.extend(identity_events(state, identity));
+            if out.is_empty() {
+                return out;
+            }
+            *now
+        }
         Command::ApplyRecord {
             source,
             delivery_id,
@@ -431,9 +497,10 @@ pub fn decide(state: &Person, command: &Command, ctx: &Context) -> Vec<PersonEve
         }
     };
     let after_facts = out.iter().fold(state.clone(), evolve);
-    let Some(view) = view_at(&after_facts.facts, now, &ctx.policy) else {
+    let Some(mut view) = view_at(&after_facts.facts, now, &ctx.policy) else {
         return out;
     };
+    view.groups = after_facts.groups();
 
     if state.lifecycle != Some(view.lifecycle) {
         out.push(transition(state.lifecycle, &view));
@@ -500,6 +567,48 @@ pub fn decide(state: &Person, command: &Command, ctx: &Context) -> Vec<PersonEve
         }
     }
     out
+}
+
+/// The events that bring the person's linked identity in line with what
+/// the IdP says now; none when nothing changed (snapshots repeat).
+fn identity_events(state: &Person, identity: &IdpIdentity) -> Vec<PersonEvent> {
+    let linked = state.identities.get(&identity.provider);
+    if identity.deleted {
+        return match linked {
+            Some(l) if l.idp_id == identity.idp_id => vec![PersonEvent::IdentityUnlinked {
+                provider: identity.provider.clone(),
+                idp_id: identity.idp_id.clone(),
+            }],
+            _ => vec![],
+        };
+    }
+    let groups: BTreeSet<String> = identity
+        .groups
+        .iter()
+        .map(|g| g.trim().to_string())
+        .filter(|g| !g.is_empty())
+        .collect();
+    let before = linked.map(|l| &l.groups);
+    let unchanged = linked.is_some_and(|l| {
+        l.idp_id == identity.idp_id
+            && l.user_name == identity.user_name
+            && l.active == identity.active
+            && l.groups == groups
+    });
+    if unchanged {
+        return vec![];
+    }
+    let empty = BTreeSet::new();
+    let before = before.unwrap_or(&empty);
+    vec![PersonEvent::IdentitySynced {
+        provider: identity.provider.clone(),
+        idp_id: identity.idp_id.clone(),
+        user_name: identity.user_name.clone(),
+        active: identity.active,
+        groups_added: groups.difference(before).cloned().collect(),
+        groups_removed: before.difference(&groups).cloned().collect(),
+        groups,
+    }]
 }
 
 fn transition(from: Option<Lifecycle>, view: &View) -> PersonEvent {
@@ -609,6 +718,33 @@ pub fn evolve(mut state: Person, event: &PersonEvent) -> Person {
         }
         PersonEvent::RuleRecovered { app } => {
             state.rule_failures.remove(app);
+        }
+        PersonEvent::IdentitySynced {
+            provider,
+            idp_id,
+            user_name,
+            active,
+            groups,
+            ..
+        } => {
+            state.identities.insert(
+                provider.clone(),
+                LinkedIdentity {
+                    idp_id: idp_id.clone(),
+                    user_name: user_name.clone(),
+                    active: *active,
+                    groups: groups.clone(),
+                },
+            );
+        }
+        PersonEvent::IdentityUnlinked { provider, idp_id } => {
+            if state
+                .identities
+                .get(provider)
+                .is_some_and(|l| &l.idp_id == idp_id)
+            {
+                state.identities.remove(provider);
+            }
         }
     }
     state
@@ -1310,5 +1446,155 @@ mod tests {
             let back = PersonEvent::from_stored(e.event_type(), e.to_data()).expect("decode");
             assert_eq!(back, e);
         }
+    }
+
+    fn identity(groups: &[&str], deleted: bool) -> IdpIdentity {
+        IdpIdentity {
+            provider: "authentik".into(),
+            idp_id: "ak-1".into(),
+            user_name: "ana".into(),
+            external_id: None,
+            emails: vec!["ana@example.com".into()],
+            employee_number: None,
+            display_name: None,
+            active: true,
+            groups: groups.iter().map(|g| (*g).to_string()).collect(),
+            deleted,
+        }
+    }
+
+    fn sync(
+        state: &Person,
+        id: &IdpIdentity,
+        now: &str,
+        ctx: &Context,
+    ) -> (Person, Vec<PersonEvent>) {
+        let events = decide(
+            state,
+            &Command::ApplyIdentity {
+                identity: id.clone(),
+                now: utc(now),
+            },
+            ctx,
+        );
+        (events.iter().fold(state.clone(), evolve), events)
+    }
+
+    #[test]
+    fn idp_groups_drive_rules_and_repeated_snapshots_change_nothing() {
+        let mut c = ctx();
+        c.apps[0].rule = Some(
+            crate::entitlement::Rule::compile(r#""wiki-users" in person.groups"#).expect("rule"),
+        );
+        let (s, _) = apply(
+            &Person::default(),
+            &record(
+                EmploymentStatus::Active,
+                "2026-01-05",
+                "2026-01-05T09:00:00Z",
+            ),
+            "2026-01-05T09:00:00Z",
+            "d1",
+            &c,
+        );
+        assert_eq!(
+            s.entitlement("wiki"),
+            Entitlement::Revoked,
+            "employed, but not in the group yet"
+        );
+
+        let (s, ev) = sync(
+            &s,
+            &identity(&["wiki-users", "staff"], false),
+            "2026-01-06T09:00:00Z",
+            &c,
+        );
+        assert_eq!(types(&ev), ["IdentitySynced", "EntitlementChanged"]);
+        assert_eq!(s.entitlement("wiki"), Entitlement::Active);
+        assert_eq!(s.groups(), ["staff", "wiki-users"]);
+
+        let (s, ev) = sync(
+            &s,
+            &identity(&["staff", "wiki-users"], false),
+            "2026-01-06T10:00:00Z",
+            &c,
+        );
+        assert!(ev.is_empty(), "same snapshot, other order: {ev:?}");
+
+        let (s, ev) = sync(&s, &identity(&["staff"], false), "2026-01-07T09:00:00Z", &c);
+        assert_eq!(types(&ev), ["IdentitySynced", "EntitlementChanged"]);
+        match &ev[0] {
+            PersonEvent::IdentitySynced { groups_removed, .. } => {
+                assert_eq!(groups_removed.iter().collect::<Vec<_>>(), ["wiki-users"])
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.entitlement("wiki"), Entitlement::Revoked);
+
+        let (s, _) = sync(
+            &s,
+            &identity(&["wiki-users"], false),
+            "2026-01-08T09:00:00Z",
+            &c,
+        );
+        assert_eq!(s.entitlement("wiki"), Entitlement::Active);
+        // A later HR change keeps the IdP groups in the rule's view.
+        let mut moved = record(
+            EmploymentStatus::Active,
+            "2026-01-05",
+            "2026-01-09T09:00:00Z",
+        );
+        moved.department = Some("Sales".into());
+        let (s, ev) = apply(&s, &moved, "2026-01-09T09:00:00Z", "d2", &c);
+        assert_eq!(types(&ev), ["SourceRecordReceived", "AttributesChanged"]);
+        assert_eq!(s.entitlement("wiki"), Entitlement::Active);
+
+        let (s, ev) = sync(&s, &identity(&[], true), "2026-01-10T09:00:00Z", &c);
+        assert_eq!(types(&ev), ["IdentityUnlinked", "EntitlementChanged"]);
+        assert!(s.identities.is_empty());
+        assert_eq!(s.entitlement("wiki"), Entitlement::Revoked);
+        let (_, ev) = sync(&s, &identity(&[], true), "2026-01-10T10:00:00Z", &c);
+        assert!(ev.is_empty(), "deleting twice is harmless");
+    }
+
+    #[test]
+    fn idp_groups_do_not_outlive_the_employment() {
+        let mut c = ctx();
+        c.apps[0].rule = Some(
+            crate::entitlement::Rule::compile(r#""wiki-users" in person.groups"#).expect("rule"),
+        );
+        let (s, _) = apply(
+            &Person::default(),
+            &record(
+                EmploymentStatus::Active,
+                "2026-01-05",
+                "2026-01-05T09:00:00Z",
+            ),
+            "2026-01-05T09:00:00Z",
+            "d1",
+            &c,
+        );
+        let (s, _) = sync(
+            &s,
+            &identity(&["wiki-users"], false),
+            "2026-01-06T09:00:00Z",
+            &c,
+        );
+        let mut gone = record(
+            EmploymentStatus::Terminated,
+            "2026-01-05",
+            "2026-02-01T09:00:00Z",
+        );
+        gone.revoke_immediately = true;
+        let (s, _) = apply(&s, &gone, "2026-02-01T09:00:00Z", "d2", &c);
+        assert_eq!(s.entitlement("wiki"), Entitlement::Revoked);
+        // The IdP still lists the group (Authentik syncs hours later): no access.
+        let (s, _) = sync(
+            &s,
+            &identity(&["wiki-users", "x"], false),
+            "2026-02-01T10:00:00Z",
+            &c,
+        );
+        assert_eq!(s.entitlement("wiki"), Entitlement::Revoked);
     }
 }

@@ -462,7 +462,7 @@ fn model(known: &[Delivery], ctx: &Context, t: DateTime<Utc>) -> Observed {
         .apps
         .iter()
         .map(|app| {
-            let in_scope = app.in_scope(&attributes);
+            let in_scope = app.in_scope(&attributes, &[]);
             let e = match lifecycle {
                 Lifecycle::Cancelled => Entitlement::Removed,
                 Lifecycle::PreHire => {

@@ -1,0 +1,369 @@
+//! Fetch-back for dataless webhooks (BambooHR event hooks, HiBob,
+//! Personio, Gusto): the webhook only names a person, so the person is read
+//! from the HRIS API. This runs from the durable `TENURE_FETCH` stream, not
+//! in the webhook's request, so the vendor gets its 2xx at once (Personio
+//! wants one within 3 s) and a slow or failing HRIS API is retried like any
+//! downstream call. Fetches that cannot succeed (the person is gone, the
+//! token is refused, the answer does not map) are quarantined with the
+//! reason, to be replayed once fixed.
+
+use crate::{IngestState, SourceRuntime};
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tenure_bus::{subjects, Bus, FetchEnvelope, IngestEnvelope, FETCH_STREAM};
+use tenure_config::{Config, SourceApiConfig};
+use tenure_sources::{ApiSettings, FetchCall};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn, Instrument};
+
+/// JetStream redeliveries of one fetch before it is quarantined; each
+/// delivery already retries `max_attempts` times with backoff.
+const MAX_DELIVER: i64 = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Worth trying again later: timeouts, 429, 5xx, connection errors.
+    #[error("{0}")]
+    Transient(String),
+    /// Will not succeed until something changes: quarantined.
+    #[error("{0}")]
+    Permanent(String),
+    /// The HRIS does not know the person (404/410).
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// A source's API client: reqwest with the configured timeout.
+pub struct ApiClient {
+    http: reqwest::Client,
+    api: ApiSettings,
+    max_attempts: u32,
+}
+
+impl ApiClient {
+    pub fn new(cfg: &SourceApiConfig) -> anyhow::Result<Self> {
+        let token = cfg.token.resolve()?;
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_millis(cfg.timeout_ms.max(1)))
+                .connect_timeout(Duration::from_millis(cfg.timeout_ms.clamp(1, 5_000)))
+                .build()?,
+            api: ApiSettings {
+                base_url: cfg.base_url.trim_end_matches('/').to_string(),
+                token: token.expose().to_string(),
+                user: cfg.user.clone(),
+            },
+            max_attempts: cfg.max_attempts.max(1),
+        })
+    }
+
+    /// Sends one call, retrying transient failures with exponential backoff
+    /// and jitter, waiting what `Retry-After` asks for when the API says so.
+    pub async fn get_json(&self, call: &FetchCall) -> Result<serde_json::Value, FetchError> {
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let err = match self.send(call).await {
+                Ok(v) => return Ok(v),
+                Err((FetchError::Transient(m), retry_after)) => {
+                    (FetchError::Transient(m), retry_after)
+                }
+                Err((e, _)) => return Err(e),
+            };
+            if attempt >= self.max_attempts {
+                return Err(err.0);
+            }
+            let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+            let wait = err.1.unwrap_or(delay).min(Duration::from_secs(60)) + jitter;
+            warn!(attempt, error = %err.0, wait_ms = wait.as_millis() as u64, "HRIS API call failed; retrying");
+            tokio::time::sleep(wait).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn send(
+        &self,
+        call: &FetchCall,
+    ) -> Result<serde_json::Value, (FetchError, Option<Duration>)> {
+        let mut req = self.http.request(call.method.clone(), &call.url);
+        for (k, v) in &call.headers {
+            req = req.header(k, v);
+        }
+        if let Some(body) = &call.body {
+            req = req.body(body.clone());
+        }
+        let resp = req.send().await.map_err(|e| {
+            (
+                FetchError::Transient(format!("{} {}: {e}", call.method, path_of(&call.url))),
+                None,
+            )
+        })?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = resp.bytes().await.map_err(|e| {
+            (
+                FetchError::Transient(format!("reading the answer: {e}")),
+                None,
+            )
+        })?;
+        let what = format!(
+            "{} {} answered {}",
+            call.method,
+            path_of(&call.url),
+            status.as_u16()
+        );
+        match status.as_u16() {
+            200..=299 => serde_json::from_slice(&body).map_err(|e| {
+                (
+                    FetchError::Permanent(format!("{what} with invalid JSON: {e}")),
+                    None,
+                )
+            }),
+            404 | 410 => Err((
+                FetchError::NotFound(format!("{what}: the person is not in the HRIS")),
+                None,
+            )),
+            401 | 403 => Err((
+                FetchError::Permanent(format!("{what}: check the source's api.token")),
+                None,
+            )),
+            408 | 425 | 429 | 500..=599 => Err((FetchError::Transient(what), retry_after)),
+            _ => Err((FetchError::Permanent(what), None)),
+        }
+    }
+}
+
+/// The URL without its query string: logs and quarantine reasons never
+/// carry query parameters (some vendors put keys there).
+fn path_of(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
+/// Fetches one person and turns the answer into the record the engine gets.
+pub async fn fetch_record(
+    source: &SourceRuntime,
+    client: &ApiClient,
+    env: &FetchEnvelope,
+) -> Result<IngestEnvelope, FetchError> {
+    let call = source
+        .adapter
+        .try_fetch_call(&env.request, &client.api)
+        .map_err(|e| FetchError::Permanent(format!("building the HRIS request: {e}")))?;
+    let body = client.get_json(&call).await?;
+    let record = source
+        .adapter
+        .record_from_api(&env.request, &body, Utc::now())
+        .map_err(|e| FetchError::Permanent(format!("mapping the HRIS answer: {e}")))?;
+    Ok(IngestEnvelope {
+        source: env.source.clone(),
+        delivery_id: format!("fetch:{}:{}", env.delivery_id, env.request.source_person_id),
+        received_at: env.received_at,
+        correlation_id: env.correlation_id,
+        record,
+    })
+}
+
+/// Consumes `tenure.fetch.>` until cancelled.
+pub async fn run(cfg: Config, state: Arc<IngestState>, shutdown: CancellationToken) {
+    let mut clients = std::collections::HashMap::new();
+    for src in &cfg.sources {
+        if let Some(api) = &src.api {
+            match ApiClient::new(api) {
+                Ok(c) => {
+                    clients.insert(src.name.clone(), Arc::new(c));
+                }
+                Err(e) => {
+                    warn!(source = %src.name, error = %e, "HRIS API client unavailable; fetches for it are quarantined")
+                }
+            }
+        }
+    }
+    let consumer = match state
+        .bus
+        .durable_consumer(
+            FETCH_STREAM,
+            "tenure-fetch",
+            "tenure.fetch.>",
+            Duration::from_secs(120),
+            MAX_DELIVER,
+        )
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "fetch consumer unavailable");
+            return;
+        }
+    };
+    let mut messages = match consumer.messages().await {
+        Ok(m) => m,
+        Err(e) => {
+            error!(error = %e, "fetch consumer unavailable");
+            return;
+        }
+    };
+    // Fetches for different persons run in parallel, a few at a time, so one
+    // slow HRIS answer does not hold up the rest.
+    let permits = Arc::new(tokio::sync::Semaphore::new(4));
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = messages.next() => m,
+        };
+        let msg = match next {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                warn!(error = %e, "fetch consumer error; continuing");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            None => break,
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let state = state.clone();
+        let clients = clients.clone();
+        tokio::spawn(async move {
+            handle(&state, &clients, msg).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn handle(
+    state: &IngestState,
+    clients: &std::collections::HashMap<String, Arc<ApiClient>>,
+    msg: async_nats::jetstream::Message,
+) {
+    let env: FetchEnvelope = match serde_json::from_slice(&msg.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            error!(error = %e, "undecodable fetch request; terminating it");
+            let _ = msg.ack_with(async_nats::jetstream::AckKind::Term).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("fetch", source = %env.source, delivery_id = %env.delivery_id, person = %env.request.source_person_id, correlation_id = %env.correlation_id);
+    async {
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+        let outcome = match (state.sources.get(&env.source), clients.get(&env.source)) {
+            (None, _) => Err(FetchError::Permanent(format!(
+                "source {:?} is no longer configured",
+                env.source
+            ))),
+            (Some(_), None) => Err(FetchError::Permanent(format!(
+                "source {:?} has no usable [source.api] to fetch persons from",
+                env.source
+            ))),
+            (Some(source), Some(client)) => match fetch_record(source, client, &env).await {
+                Err(FetchError::NotFound(m)) if source.adapter.is_deletion(&env.request) => {
+                    revocation(state, source, &env).await.map_err(|e| {
+                        FetchError::Permanent(format!("{m}; and no earlier record to revoke: {e}"))
+                    })
+                }
+                other => other,
+            },
+        };
+        let result = match outcome {
+            Ok(record) => publish_record(&state.bus, &record).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                info!("person fetched back and published");
+                let _ = msg.ack().await;
+            }
+            Err(FetchError::Transient(m)) if delivered < MAX_DELIVER => {
+                warn!(error = %m, delivered, "fetch failed; JetStream redelivers it later");
+                let wait = Duration::from_secs((5 * delivered as u64).min(300));
+                let _ = msg
+                    .ack_with(async_nats::jetstream::AckKind::Nak(Some(wait)))
+                    .await;
+            }
+            Err(e) => {
+                let reason = format!("fetch_failed: after {delivered} deliveries: {e}");
+                warn!(%reason, "fetch quarantined");
+                let quarantined = state
+                    .bus
+                    .quarantine_request(
+                        &env.source,
+                        0,
+                        &reason,
+                        Bytes::from(msg.payload.to_vec()),
+                        &[("x-tenure-kind".into(), "fetch".into())],
+                    )
+                    .await;
+                match quarantined {
+                    Ok(_) => {
+                        let _ = msg.ack_with(async_nats::jetstream::AckKind::Term).await;
+                    }
+                    Err(qe) => {
+                        warn!(error = %qe, "could not quarantine the fetch; it will be redelivered");
+                        let _ = msg
+                            .ack_with(async_nats::jetstream::AckKind::Nak(Some(Duration::from_secs(30))))
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// A person deleted in the HRIS loses access at once, reversibly: the last
+/// record Tenure holds, terminated with `revoke_immediately` (see
+/// `Adapter::is_deletion` for why not "rescinded").
+async fn revocation(
+    state: &IngestState,
+    source: &SourceRuntime,
+    env: &FetchEnvelope,
+) -> Result<IngestEnvelope, String> {
+    let pool = state
+        .pool
+        .as_ref()
+        .ok_or("ingest runs without the database")?;
+    let person = tenure_domain::person::person_id_for(&env.source, &env.request.source_person_id);
+    let last: Option<serde_json::Value> = tenure_store::sqlx::query_scalar(
+        "SELECT data->'record' FROM events WHERE stream_id = $1 AND event_type = 'SourceRecordReceived'
+         ORDER BY version DESC LIMIT 1",
+    )
+    .bind(format!("person-{person}"))
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    let last: tenure_domain::SourceRecord =
+        serde_json::from_value(last.ok_or("the person was never seen")?)
+            .map_err(|e| e.to_string())?;
+    info!("person deleted in the HRIS; revoking access now");
+    Ok(IngestEnvelope {
+        source: env.source.clone(),
+        delivery_id: format!(
+            "deleted:{}:{}",
+            env.delivery_id, env.request.source_person_id
+        ),
+        received_at: env.received_at,
+        correlation_id: env.correlation_id,
+        record: source.adapter.revocation_record(&last, &env.request),
+    })
+}
+
+async fn publish_record(bus: &Bus, env: &IngestEnvelope) -> Result<(), FetchError> {
+    let payload = serde_json::to_vec(env)
+        .map(Bytes::from)
+        .map_err(|e| FetchError::Permanent(format!("encoding: {e}")))?;
+    bus.publish(&subjects::ingest(&env.source), &env.msg_id(), &[], payload)
+        .await
+        .map(|_| ())
+        .map_err(|e| FetchError::Transient(format!("JetStream: {e}")))
+}
