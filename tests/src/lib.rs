@@ -76,6 +76,8 @@ pub struct Options {
     pub git: String,
     /// Put a fault-injecting proxy between Tenure and the wiki app.
     pub proxy_wiki: bool,
+    /// Top-level blocks appended to the config (`[[source]]`, `[[idp]]`).
+    pub extra: String,
 }
 
 impl Default for Options {
@@ -86,6 +88,7 @@ impl Default for Options {
             wiki: String::new(),
             git: String::new(),
             proxy_wiki: false,
+            extra: String::new(),
         }
     }
 }
@@ -112,6 +115,7 @@ impl Stack {
             wiki: wiki_extra,
             git: git_extra,
             proxy_wiki,
+            extra,
         } = options;
         let nats = NatsServer::start()?;
         let db = TestDb::create().await?;
@@ -148,6 +152,7 @@ scope = {{ attribute = "department", values = ["Engineering"] }}
 on_termination = "delete"
 user_name = "email_local_part"
 {git_extra}
+{extra}
 "#,
             wiki = match &proxy {
                 Some(p) => p.url(&format!("/{wiki_tenant}/v2")),
@@ -314,6 +319,25 @@ user_name = "email_local_part"
             .await?;
         let status = resp.status().as_u16();
         Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// POSTs `body` to ingest at `path` with `headers`; status and body.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> anyhow::Result<(u16, String)> {
+        let mut req = self
+            .http
+            .post(format!("http://127.0.0.1:{}{path}", self.ingest_port))
+            .body(body.to_vec());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text().await?))
     }
 
     pub async fn send(&self, record: &Value, delivery: &str) -> anyhow::Result<Value> {
@@ -519,5 +543,34 @@ pub mod bench {
             percentile(&ms, 99.0),
             ms.last().copied().unwrap_or(f64::NAN)
         );
+    }
+}
+
+impl Stack {
+    /// The last sequence of a JetStream stream: it grows with every message
+    /// stored (de-duplicated publishes store nothing), whatever is consumed.
+    pub async fn stream_last_sequence(&self, stream: &str) -> anyhow::Result<u64> {
+        let client = async_nats::connect(self.nats.url()).await?;
+        let js = async_nats::jetstream::new(client);
+        let mut s = js.get_stream(stream).await?;
+        Ok(s.info().await?.state.last_sequence)
+    }
+
+    /// Runs the `tenure` binary to completion: (success, stdout, stderr).
+    pub fn run_tenure(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<(bool, String, String)> {
+        let mut c = self.tenure(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     }
 }
