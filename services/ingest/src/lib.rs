@@ -7,6 +7,7 @@
 pub mod fetch;
 pub mod identity;
 pub mod openapi;
+pub mod replay;
 pub mod signature;
 
 use axum::body::{to_bytes, Body};
@@ -329,9 +330,50 @@ async fn receive(state: Arc<IngestState>, name: String, request: Request) -> Res
     )
     .await
     {
-        Ok(resp) => resp,
+        Ok(answer) => answer.into_response(),
         Err(r) => reject(&state, &name, r, body, &parts.headers).await,
     }
+}
+
+/// What `accept` made of a verified payload; the webhook turns it into its
+/// HTTP answer, a quarantine replay reports it.
+pub(crate) enum Answer {
+    /// A vendor's setup call, answered as the vendor expects.
+    Handshake {
+        status: StatusCode,
+        content_type: &'static str,
+        body: String,
+    },
+    /// Records or fetch-backs published, or an authentic event ignored.
+    Done {
+        status: StatusCode,
+        body: Accepted,
+        published: Vec<Published>,
+    },
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        match self {
+            Answer::Handshake {
+                status,
+                content_type,
+                body,
+            } => (status, [("content-type", content_type)], body).into_response(),
+            Answer::Done { status, body, .. } => (status, Json(body)).into_response(),
+        }
+    }
+}
+
+/// One message `accept` published.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Published {
+    pub subject: String,
+    pub msg_id: String,
+    /// The source's person id.
+    pub person: String,
+    /// JetStream already held a message with this id.
+    pub duplicate: bool,
 }
 
 /// What a verified payload turned into, shared by webhooks and quarantine
@@ -344,7 +386,7 @@ pub(crate) async fn accept(
     body: Bytes,
     received_at: DateTime<Utc>,
     replay: bool,
-) -> Result<Response, Rejection> {
+) -> Result<Answer, Rejection> {
     let kind = source.adapter.kind;
     let delivery = if kind == Kind::Generic {
         generic_delivery_id(headers, &body)?
@@ -402,19 +444,24 @@ pub(crate) async fn accept(
                     }
                 }
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                Ok((status, [("content-type", content_type)], answer).into_response())
+                Ok(Answer::Handshake {
+                    status,
+                    content_type,
+                    body: answer,
+                })
             }
             Outcome::Ignored { reason } => {
                 info!(%reason, "authentic webhook ignored");
-                Ok((
-                    StatusCode::OK,
-                    Json(accepted("ignored", false, 0, Some(reason))),
-                )
-                    .into_response())
+                Ok(Answer::Done {
+                    status: StatusCode::OK,
+                    body: accepted("ignored", false, 0, Some(reason)),
+                    published: Vec::new(),
+                })
             }
             Outcome::Records(records) => {
                 let n = records.len();
                 let mut all_duplicate = n > 0;
+                let mut published = Vec::with_capacity(n);
                 for (i, record) in records.into_iter().enumerate() {
                     tracing::Span::current().record("person", record.person_id.as_str());
                     let envelope = IngestEnvelope {
@@ -429,25 +476,28 @@ pub(crate) async fn accept(
                         record,
                     };
                     let payload = encode(&envelope)?;
-                    let stored = publish(
-                        state,
-                        &subjects::ingest(&source.name),
-                        &envelope.msg_id(),
-                        payload,
-                    )
-                    .await?;
+                    let subject = subjects::ingest(&source.name);
+                    let msg_id = envelope.msg_id();
+                    let stored = publish(state, &subject, &msg_id, payload).await?;
                     all_duplicate &= stored.duplicate;
+                    published.push(Published {
+                        subject,
+                        msg_id,
+                        person: envelope.record.person_id,
+                        duplicate: stored.duplicate,
+                    });
                 }
                 info!(records = n, "records accepted");
-                Ok((
-                    StatusCode::ACCEPTED,
-                    Json(accepted("accepted", all_duplicate, n, None)),
-                )
-                    .into_response())
+                Ok(Answer::Done {
+                    status: StatusCode::ACCEPTED,
+                    body: accepted("accepted", all_duplicate, n, None),
+                    published,
+                })
             }
             Outcome::Fetch(requests) => {
                 let n = requests.len();
                 let mut all_duplicate = n > 0;
+                let mut published = Vec::with_capacity(n);
                 for request in requests {
                     tracing::Span::current().record("person", request.source_person_id.as_str());
                     let envelope = FetchEnvelope {
@@ -458,21 +508,23 @@ pub(crate) async fn accept(
                         request,
                     };
                     let payload = encode(&envelope)?;
-                    let stored = publish(
-                        state,
-                        &subjects::fetch(&source.name),
-                        &envelope.msg_id(),
-                        payload,
-                    )
-                    .await?;
+                    let subject = subjects::fetch(&source.name);
+                    let msg_id = envelope.msg_id();
+                    let stored = publish(state, &subject, &msg_id, payload).await?;
                     all_duplicate &= stored.duplicate;
+                    published.push(Published {
+                        subject,
+                        msg_id,
+                        person: envelope.request.source_person_id,
+                        duplicate: stored.duplicate,
+                    });
                 }
                 info!(persons = n, "fetch-back queued");
-                Ok((
-                    StatusCode::ACCEPTED,
-                    Json(accepted("fetching", all_duplicate, n, None)),
-                )
-                    .into_response())
+                Ok(Answer::Done {
+                    status: StatusCode::ACCEPTED,
+                    body: accepted("fetching", all_duplicate, n, None),
+                    published,
+                })
             }
         }
     }

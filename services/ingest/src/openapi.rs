@@ -30,3 +30,28 @@ pub fn document() -> String {
 pub async fn serve() -> impl IntoResponse {
     ([("content-type", "application/json")], document())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The checked-in document is what the service serves; regenerate with
+    /// `TENURE_WRITE_OPENAPI=1 cargo test -p tenure-ingest openapi`.
+    #[test]
+    fn openapi_document_is_checked_in_and_current() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi/ingest.json");
+        let current = super::document();
+        if std::env::var_os("TENURE_WRITE_OPENAPI").is_some() {
+            std::fs::write(&path, format!("{current}\n")).expect("write docs/openapi/ingest.json");
+        }
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            checked_in.trim_end(),
+            current.trim_end(),
+            "docs/openapi/ingest.json is stale: run TENURE_WRITE_OPENAPI=1 cargo test -p tenure-ingest openapi"
+        );
+        let doc: serde_json::Value = serde_json::from_str(&current).expect("JSON");
+        for path in ["/v1/sources/generic/records", "/v1/sources/{name}/webhook"] {
+            assert!(doc["paths"][path]["post"].is_object(), "{path} documented");
+        }
+    }
+}

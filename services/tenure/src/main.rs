@@ -1,6 +1,9 @@
 //! `tenure`: migrations, the services (one, several or all in one process),
 //! and operator commands over the event store and the quarantine.
 
+mod import;
+mod quarantine;
+
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use sha2::Digest;
@@ -138,7 +141,30 @@ enum Cmd {
     /// Rejected payloads kept by ingest.
     Quarantine {
         #[command(subcommand)]
-        command: QuarantineCmd,
+        command: quarantine::QuarantineCmd,
+    },
+    /// Bulk imports.
+    Import {
+        #[command(subcommand)]
+        command: ImportCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCmd {
+    /// Import a CSV file (one person per row) through a configured source's
+    /// mapping: validate every row, report the changes, then publish.
+    Csv {
+        file: PathBuf,
+        /// The `[[source]]` whose mapping names the file's columns.
+        #[arg(long)]
+        source: String,
+        /// Report what would change; publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// When the rows' facts hold (RFC 3339); default: now.
+        #[arg(long)]
+        effective_at: Option<chrono::DateTime<chrono::Utc>>,
     },
 }
 
@@ -178,17 +204,6 @@ enum ScheduleCmd {
 enum AuditCmd {
     /// Re-walk every stream's hash chain; exit 1 when anything was altered.
     Verify,
-}
-
-#[derive(Subcommand)]
-enum QuarantineCmd {
-    /// The newest rejected payloads with the reason (payload preview).
-    List {
-        #[arg(long, default_value_t = 50)]
-        limit: u64,
-    },
-    /// One rejected payload in full, by its number from `list`.
-    Show { sequence: u64 },
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -395,46 +410,26 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Quarantine {
-            command: QuarantineCmd::Show { sequence },
+        Cmd::Quarantine { command } => quarantine::run(&cfg, command).await,
+        Cmd::Import {
+            command:
+                ImportCmd::Csv {
+                    file,
+                    source,
+                    dry_run,
+                    effective_at,
+                },
         } => {
-            let bus = Bus::connect(
-                &cfg.nats.url,
-                Duration::from_secs(cfg.nats.duplicate_window_secs),
+            import::import_csv(
+                &cfg,
+                import::ImportCsv {
+                    file,
+                    source,
+                    dry_run: *dry_run,
+                    effective_at: *effective_at,
+                },
             )
-            .await?;
-            let q = bus
-                .quarantined(*sequence)
-                .await?
-                .with_context(|| format!("no quarantined payload #{sequence}"))?;
-            println!("{}", serde_json::to_string_pretty(&q)?);
-            Ok(())
-        }
-        Cmd::Quarantine {
-            command: QuarantineCmd::List { limit },
-        } => {
-            let bus = Bus::connect(
-                &cfg.nats.url,
-                Duration::from_secs(cfg.nats.duplicate_window_secs),
-            )
-            .await?;
-            let items = bus.list_quarantine(*limit).await?;
-            if items.is_empty() {
-                println!("quarantine is empty");
-            }
-            for q in items {
-                let preview: String = q.payload.chars().take(120).collect();
-                println!(
-                    "#{:<5} {} {:<8} {}  {}\n       payload: {}",
-                    q.sequence,
-                    q.received_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                    q.source,
-                    q.status,
-                    q.reason,
-                    preview
-                );
-            }
-            Ok(())
+            .await
         }
     }
 }
