@@ -406,6 +406,12 @@ async fn link_waiting_identities(
             let Ok(identity) = serde_json::from_value::<IdpIdentity>(snapshot) else {
                 continue;
             };
+            // The same rule as on the identity's arrival: a key shared by
+            // several persons links nobody.
+            let keys = identity.keys(*how);
+            if correlate(&mut *conn, *how, &keys).await? != Some(person_id) {
+                continue;
+            }
             sqlx::query(
                 "UPDATE idp_identities SET person_id = $3, updated_at = now() WHERE provider = $1 AND idp_id = $2",
             )

@@ -20,8 +20,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 /// JetStream redeliveries of one fetch before it is quarantined; each
-/// delivery already retries `max_attempts` times with backoff.
-const MAX_DELIVER: i64 = 20;
+/// delivery already retries `max_attempts` times with backoff. With the
+/// growing delay between deliveries (up to 30 min) this rides out an HRIS
+/// outage of about 15 hours before an operator has to replay.
+const MAX_DELIVER: i64 = 60;
+/// Longer than one delivery can take (attempts × timeout plus honoured
+/// `Retry-After` waits), so a slow fetch is not redelivered while it runs.
+const ACK_WAIT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -193,7 +198,7 @@ pub async fn run(cfg: Config, state: Arc<IngestState>, shutdown: CancellationTok
             FETCH_STREAM,
             "tenure-fetch",
             "tenure.fetch.>",
-            Duration::from_secs(120),
+            ACK_WAIT,
             MAX_DELIVER,
         )
         .await
@@ -271,6 +276,9 @@ async fn handle(
                         FetchError::Permanent(format!("{m}; and no earlier record to revoke: {e}"))
                     })
                 }
+                // An HRIS may answer 404 for a moment right after the event
+                // (replication lag); retried, then quarantined.
+                Err(FetchError::NotFound(m)) => Err(FetchError::Transient(m)),
                 other => other,
             },
         };
@@ -285,7 +293,7 @@ async fn handle(
             }
             Err(FetchError::Transient(m)) if delivered < MAX_DELIVER => {
                 warn!(error = %m, delivered, "fetch failed; JetStream redelivers it later");
-                let wait = Duration::from_secs((5 * delivered as u64).min(300));
+                let wait = Duration::from_secs((30 * delivered as u64).min(1800));
                 let _ = msg
                     .ack_with(async_nats::jetstream::AckKind::Nak(Some(wait)))
                     .await;

@@ -650,15 +650,23 @@ async fn reject(
 /// Builds the state from the configuration: the generic source plus every
 /// `[[source]]`.
 pub fn state_from_config(cfg: &Config, bus: Bus) -> anyhow::Result<IngestState> {
-    let secret = cfg.ingest.generic.secret.resolve()?;
-    let mut state = IngestState::generic(
-        bus,
-        secret.expose(),
-        cfg.ingest.max_body_bytes,
-        Arc::new(Utc::now),
-    );
+    // Without its secret the generic webhook stays up and quarantines what
+    // it gets (replayable once the secret is set): a deployment that only
+    // uses vendor sources need not invent one.
+    let secret = match cfg.ingest.generic.secret.resolve() {
+        Ok(s) => s.expose().to_string(),
+        Err(e) => {
+            warn!(error = %e, "generic source has no secret; its webhooks are quarantined until it is set");
+            String::new()
+        }
+    };
+    let mut state =
+        IngestState::generic(bus, &secret, cfg.ingest.max_body_bytes, Arc::new(Utc::now));
     state.max_clock_skew_secs = cfg.ingest.max_clock_skew_secs;
     for src in &cfg.sources {
+        if src.kind.fetches() && src.api.is_none() {
+            warn!(source = %src.name, kind = %src.kind, "source has no [source.api]: its dataless webhooks will be quarantined");
+        }
         state.add_source(SourceRuntime::from_config(src, cfg.ingest.max_body_bytes));
     }
     Ok(state)

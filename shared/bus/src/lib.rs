@@ -5,7 +5,9 @@ pub mod dlq;
 pub mod messages;
 pub mod quarantine;
 
-pub use messages::{FetchEnvelope, IdentityEnvelope, IngestEnvelope, Job};
+pub use messages::{
+    FetchEnvelope, IdentityEnvelope, IdpFetch, IdpFetchTarget, IngestEnvelope, Job,
+};
 
 use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
 use bytes::Bytes;
@@ -37,6 +39,12 @@ pub mod subjects {
     /// applies both in one order.
     pub fn identity(provider: &str) -> String {
         format!("tenure.identity.{provider}")
+    }
+    /// Users and groups an IdP notification named, to read back from the
+    /// IdP's API. Not under `tenure.fetch.>`: the HR fetch worker consumes
+    /// all of that subtree as `FetchEnvelope`s.
+    pub fn idp_fetch(provider: &str) -> String {
+        format!("tenure.idp_fetch.{provider}")
     }
     /// Persons a dataless webhook named, to fetch back from the HRIS API.
     pub fn fetch(source: &str) -> String {
@@ -137,8 +145,8 @@ impl Bus {
                 name: FETCH_STREAM.into(),
                 subjects: vec!["tenure.fetch.>".into()],
                 duplicate_window,
-                // Vendors retry for days (Personio: three); a fetch that
-                // still fails after a week is in the dead-letter stream.
+                // The fetch worker quarantines what it cannot complete
+                // after its redeliveries; a week bounds anything left.
                 max_age: 7 * day,
                 storage: stream::StorageType::File,
                 ..Default::default()

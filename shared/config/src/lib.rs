@@ -761,6 +761,14 @@ impl Config {
                     src.name
                 )));
             }
+            // A mapping that cannot work for the vendor fails at load, not at
+            // the first webhook.
+            if let Err(e) = tenure_sources::Adapter::try_new(src.kind, src.mapping.clone(), None) {
+                return Err(ConfigError::Invalid(format!(
+                    "source {:?}: [source.mapping] {e}",
+                    src.name
+                )));
+            }
             if let Some(api) = &src.api {
                 if !(api.base_url.starts_with("http://") || api.base_url.starts_with("https://")) {
                     return Err(ConfigError::Invalid(format!(
@@ -817,12 +825,21 @@ impl Config {
                 )));
             }
             for (key, template) in app.mapping.templates() {
-                parse_template(template).map_err(|e| {
+                let segments = parse_template(template).map_err(|e| {
                     ConfigError::Invalid(format!(
                         "app {:?}: mapping.{key} = {template:?}: {e}",
                         app.name
                     ))
                 })?;
+                if segments
+                    .iter()
+                    .any(|x| matches!(x, Segment::Placeholder(p) if p == "idp_group"))
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "app {:?}: mapping.{key}: {{idp_group}} is only meaningful in [[app.group]] names",
+                        app.name
+                    )));
+                }
             }
             if let Some(f) = &app.scope {
                 if !tenure_domain::Attributes::NAMES.contains(&f.attribute.as_str()) {
@@ -1032,5 +1049,44 @@ mod tests {
         )
         .expect_err("unknown key");
         assert!(e.to_string().contains("username"), "{e}");
+    }
+
+    #[test]
+    fn sources_and_idps_are_checked_at_load() {
+        let ok = r#"
+[[source]]
+name = "bamboo"
+kind = "bamboohr"
+secret = { env = "X" }
+[source.mapping.fields]
+cost_center = "customCostCentre"
+[[idp]]
+name = "authentik"
+token = { env = "Y" }
+correlate = "employee_number"
+"#;
+        let cfg = Config::parse(ok, "test").expect("valid");
+        assert_eq!(cfg.sources[0].kind, tenure_sources::Kind::BambooHr);
+        assert_eq!(
+            cfg.idp[0].correlate,
+            tenure_domain::Correlation::EmployeeNumber
+        );
+
+        let bad_mapping = ok.replace("cost_center = ", "favourite_colour = ");
+        let err = Config::parse(&bad_mapping, "test").expect_err("unknown attribute");
+        assert!(
+            err.to_string().contains("bamboo") && err.to_string().contains("favourite_colour"),
+            "{err}"
+        );
+
+        let twice = format!("{ok}\n[[source]]\nname = \"bamboo\"\nkind = \"deel\"\n");
+        assert!(Config::parse(&twice, "test").is_err());
+        let generic = ok.replace("name = \"bamboo\"", "name = \"generic\"");
+        assert!(Config::parse(&generic, "test")
+            .expect_err("reserved")
+            .to_string()
+            .contains("built in"));
+        let bad_kind = ok.replace("kind = \"bamboohr\"", "kind = \"workday\"");
+        assert!(Config::parse(&bad_kind, "test").is_err());
     }
 }

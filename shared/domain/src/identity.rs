@@ -14,8 +14,8 @@ pub enum Correlation {
     Email,
     /// The enterprise `employeeNumber` equals the person's employee number.
     EmployeeNumber,
-    /// The IdP `userName` equals the local part of the person's work e-mail
-    /// or the person's source id, compared case-insensitively.
+    /// The IdP `userName` equals the local part of the person's work
+    /// e-mail, compared case-insensitively.
     Username,
 }
 
