@@ -132,3 +132,36 @@ async fn rejections_are_explained_and_quarantined_and_publish_nothing() -> anyho
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_source_over_its_rate_limit_gets_429_and_nothing_is_published() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let bus = Bus::connect(&nats.url(), Duration::from_secs(60)).await?;
+    let mut state = IngestState::generic(bus.clone(), SECRET, 4096, Arc::new(Utc::now));
+    let limited = tenure_ingest::SourceRuntime::new(
+        "generic",
+        tenure_sources::Adapter::new(
+            tenure_sources::Kind::Generic,
+            tenure_sources::FieldMapping::default(),
+            Some(SECRET.as_bytes().to_vec()),
+        ),
+        4096,
+    )
+    .with_rate_limit(1, Some(1));
+    state.add_source(limited);
+    let app = router(Arc::new(state));
+    let body = serde_json::to_vec(&record())?;
+    let now = Utc::now().timestamp();
+    let (status, _) = send(&app, signed(&body, "r-1", now, SECRET)).await?;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let resp = app
+        .clone()
+        .oneshot(signed(&body, "r-2", now, SECRET))
+        .await?;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(stored(&bus, INGEST_STREAM).await?, 1);
+    // A rate-limited sender retries; it is not quarantined.
+    assert_eq!(stored(&bus, tenure_bus::QUARANTINE_STREAM).await?, 0);
+    Ok(())
+}
