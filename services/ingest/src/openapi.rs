@@ -14,9 +14,16 @@ The inbound SCIM 2.0 endpoint for identity providers (`/scim/v2`, RFC 7644) is d
 `/ServiceProviderConfig`, `/ResourceTypes` and `/Schemas`.",
         license(name = "Apache-2.0")
     ),
-    paths(crate::generic_record, crate::source_webhook),
+    paths(
+        crate::generic_record,
+        crate::source_webhook,
+        crate::identity::idp_events
+    ),
     components(schemas(crate::ErrorBody, crate::Accepted)),
-    tags((name = "sources", description = "HR system webhooks"))
+    tags(
+        (name = "sources", description = "HR system webhooks"),
+        (name = "idp", description = "Identity provider notifications (Authentik)")
+    )
 )]
 pub struct IngestApi;
 
@@ -50,7 +57,11 @@ mod tests {
             "docs/openapi/ingest.json is stale: run TENURE_WRITE_OPENAPI=1 cargo test -p tenure-ingest openapi"
         );
         let doc: serde_json::Value = serde_json::from_str(&current).expect("JSON");
-        for path in ["/v1/sources/generic/records", "/v1/sources/{name}/webhook"] {
+        for path in [
+            "/v1/sources/generic/records",
+            "/v1/sources/{name}/webhook",
+            "/v1/idp/{name}/events",
+        ] {
             assert!(doc["paths"][path]["post"].is_object(), "{path} documented");
         }
     }

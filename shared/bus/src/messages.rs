@@ -83,3 +83,44 @@ impl FetchEnvelope {
         )
     }
 }
+
+/// An identity provider's notification named users or groups whose current
+/// state is to be read back from the IdP's API, on
+/// `tenure.idp_fetch.<provider>`; the notification is answered before the
+/// fetch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdpFetch {
+    pub provider: String,
+    pub delivery_id: String,
+    pub received_at: DateTime<Utc>,
+    pub correlation_id: Uuid,
+    pub target: IdpFetchTarget,
+}
+
+impl IdpFetch {
+    pub fn msg_id(&self) -> String {
+        format!("idp:{}:{}", self.provider, self.delivery_id)
+    }
+}
+
+/// What to read back. Any one key is enough; `pk` is preferred when given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum IdpFetchTarget {
+    User {
+        /// The IdP's primary key (Authentik: an integer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pk: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        email: Option<String>,
+    },
+    Group {
+        /// The IdP's primary key (Authentik: a UUID).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pk: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+}

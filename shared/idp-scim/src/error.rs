@@ -12,12 +12,33 @@ use crate::schema::ERROR_SCHEMA;
 pub enum Error {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// What the caller passed cannot be applied (e.g. a user without a name).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// A write to the mirror failed; `retry` when it may succeed later
+    /// (a conflict with concurrent writes).
+    #[error("writing to the SCIM mirror failed ({status}): {detail}")]
+    Mirror {
+        status: u16,
+        detail: String,
+        retry: bool,
+    },
     #[error("outbox row {seq} does not hold a valid identity snapshot: {source}")]
     Snapshot {
         seq: i64,
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl From<ScimError> for Error {
+    fn from(e: ScimError) -> Self {
+        Error::Mirror {
+            status: e.status.as_u16(),
+            retry: e.retry || e.status.is_server_error(),
+            detail: e.detail,
+        }
+    }
 }
 
 /// `scimType` values of RFC 7644 §3.12.

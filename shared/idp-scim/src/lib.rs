@@ -7,6 +7,9 @@
 //! it.
 //!
 //! Mount it with `Router::nest("/scim/v2", tenure_idp_scim::router(provider))`.
+//! Users read from the IdP's own API (after a notification) are written
+//! into the same store with [`apply_fetched`] / [`apply_fetched_deleted`],
+//! under the same locking and outbox rules.
 //!
 //! Choices worth knowing:
 //! - Group members must be users of the same provider that already exist; an
@@ -25,6 +28,7 @@
 //!   returned; `password` is accepted and discarded.
 
 mod error;
+mod fetched;
 mod filter;
 mod http;
 mod patch;
@@ -40,6 +44,7 @@ use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 pub use error::Error;
+pub use fetched::{apply_fetched, apply_fetched_deleted, group_member_names, Applied, FetchedUser};
 
 /// One identity provider pushing to this service, with its own namespace of
 /// users and groups.

@@ -43,7 +43,7 @@ fn not_found(kind: Kind, id: &str) -> ScimError {
 
 /// Runs a write again when PostgreSQL reports a serialization failure or
 /// deadlock.
-async fn retrying<T, F, Fut>(mut f: F) -> Result<T, ScimError>
+pub(crate) async fn retrying<T, F, Fut>(mut f: F) -> Result<T, ScimError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ScimError>>,
@@ -640,25 +640,37 @@ async fn delete_user(
     uid: Uuid,
     if_match: Option<&str>,
 ) -> Result<usize, ScimError> {
+    delete_user_in(&p.pool, &p.name, id, uid, if_match).await
+}
+
+/// Deletes a user of `provider`, writing its "deleted" snapshot; shared by
+/// SCIM `DELETE` and users the IdP's API no longer has.
+pub(crate) async fn delete_user_in(
+    pool: &sqlx::PgPool,
+    provider: &str,
+    id: &str,
+    uid: Uuid,
+    if_match: Option<&str>,
+) -> Result<usize, ScimError> {
     // Groups are locked before users everywhere; the user's groups are read
     // first, locked, and read again under the user's lock. If the user
     // joined another group in between, start over.
     for _ in 0..8 {
-        let mut tx = p.pool.begin().await?;
-        let groups = store::group_ids_of(&mut tx, &p.name, uid).await?;
-        store::lock_groups(&mut tx, &p.name, &groups).await?;
-        let current = store::get(&mut *tx, Table::Users, &p.name, uid, true)
+        let mut tx = pool.begin().await?;
+        let groups = store::group_ids_of(&mut tx, provider, uid).await?;
+        store::lock_groups(&mut tx, provider, &groups).await?;
+        let current = store::get(&mut *tx, Table::Users, provider, uid, true)
             .await?
             .ok_or_else(|| not_found(Kind::User, id))?;
         check_if_match(if_match, current.meta.version)?;
-        let now_in = store::group_ids_of(&mut tx, &p.name, uid).await?;
+        let now_in = store::group_ids_of(&mut tx, provider, uid).await?;
         if now_in.iter().any(|g| !groups.contains(g)) {
             tx.rollback().await?;
             continue;
         }
-        let n = store::snapshot_deleted(&mut tx, &p.name, uid).await?;
-        store::touch(&mut tx, Table::Groups, &p.name, &now_in).await?;
-        store::delete(&mut tx, Table::Users, &p.name, uid).await?;
+        let n = store::snapshot_deleted(&mut tx, provider, uid).await?;
+        store::touch(&mut tx, Table::Groups, provider, &now_in).await?;
+        store::delete(&mut tx, Table::Users, provider, uid).await?;
         tx.commit().await?;
         return Ok(n);
     }
