@@ -140,7 +140,8 @@ impl IngestState {
 pub struct ErrorBody {
     /// Stable error code: `invalid_signature`, `malformed_json`,
     /// `malformed_payload`, `invalid_record`, `source_not_configured`,
-    /// `payload_too_large`, `rate_limited`, `unknown_source`, `unavailable`.
+    /// `payload_too_large`, `rate_limited`, `unknown_source`, `unavailable`;
+    /// for IdP notifications also `unknown_idp` and `invalid_token`.
     pub error: &'static str,
     pub message: String,
     /// The payload field at fault, when there is one.
