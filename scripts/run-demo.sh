@@ -17,6 +17,7 @@ trap cleanup EXIT
 NATS_PORT=$(free_port); SCIM_PORT=$(free_port); INGEST_PORT=$(free_port); API_PORT=$(free_port)
 export TENURE_GENERIC_SECRET="demo-hmac-secret"
 export TENURE_APP_TOKEN="demo-scim-token"
+export TENURE_IDP_TOKEN="demo-authentik-token"
 export TENURE_DATABASE_URL="postgres://postgres@127.0.0.1:5432/tenure_demo"
 export TENURE_NATS_URL="nats://127.0.0.1:$NATS_PORT"
 export TENURE_CONFIG="$RUN/tenure.toml"
@@ -93,6 +94,18 @@ wait_active git bo.berg absent
 wait_active git ana.silva absent
 wait_groups dept-Sales
 show_apps
+
+log "Authentik pushes Ana and its group wiki-editors over SCIM: the wiki mirrors the group"
+scim() { # method path [body]
+  curl -fs -X "$1" "http://127.0.0.1:$INGEST_PORT/scim/v2$2" -H "Authorization: Bearer $TENURE_IDP_TOKEN" \
+    -H 'content-type: application/scim+json' ${3:+-d "$3"}
+}
+ANA_IDP=$(scim POST /Users '{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"asilva","displayName":"Ana Silva","active":true,"emails":[{"value":"ana.silva@example.com","primary":true}]}' |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+scim POST /Groups "{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:Group\"],\"displayName\":\"wiki-editors\",\"members\":[{\"value\":\"$ANA_IDP\"}]}" >/dev/null
+wait_groups dept-Sales,wiki-editors
+curl -fs -H "Authorization: Bearer $TENURE_APP_TOKEN" "http://127.0.0.1:$SCIM_PORT/wiki/v2/Groups" |
+  python3 "$ROOT/scripts/show_groups.py"
 
 log "a forged webhook is refused and quarantined"
 curl -s -o "$RUN/forged.json" -w '  HTTP %{http_code}: ' -X POST "http://127.0.0.1:$INGEST_PORT/v1/sources/generic/records" \

@@ -49,10 +49,10 @@ fn authentik_user(user_name: &str, email: &str) -> Value {
     })
 }
 
-async fn git_groups(stack: &Stack) -> anyhow::Result<Vec<Value>> {
-    let server = stack.server(&stack.git_tenant);
+async fn groups_in(stack: &Stack, tenant: &str) -> anyhow::Result<Vec<Value>> {
+    let server = stack.server(tenant);
     let v: Value = reqwest::Client::new()
-        .get(format!("{}/Groups", server.tenant_url(&stack.git_tenant)))
+        .get(format!("{}/Groups", server.tenant_url(tenant)))
         .bearer_auth(&server.token)
         .send()
         .await?
@@ -66,6 +66,9 @@ async fn authentik_groups_grant_app_access_and_mirror_into_app_groups() -> anyho
     std::env::set_var("TENURE_IDP_TOKEN", IDP_TOKEN);
     let mut stack = Stack::with_options(Options {
         git: "rule = '\"developers\" in person.groups'\n[[app.group]]\nname = \"{idp_group}\"\nidp_groups = \"dev*\"\n".into(),
+        // The wiki account exists before any IdP group does: the group
+        // arrives without any change to the account itself.
+        wiki: "[[app.group]]\nname = \"{idp_group}\"\nidp_groups = \"dev*\"\n".into(),
         extra: "[[idp]]\nname = \"authentik\"\ntoken = { env = \"TENURE_IDP_TOKEN\" }\ncorrelate = \"email\"\n".into(),
         ..Options::default()
     })
@@ -166,12 +169,27 @@ async fn authentik_groups_grant_app_access_and_mirror_into_app_groups() -> anyho
         .unwrap_or_default()
         .to_string();
     wait_for(Duration::from_secs(30), || async {
-        let groups = git_groups(&stack).await?;
+        let groups = groups_in(&stack, &stack.git_tenant).await?;
         Ok(groups.iter().any(|g| {
             g["displayName"] == "developers"
                 && g["members"]
                     .as_array()
                     .is_some_and(|m| m.iter().any(|x| x["value"] == remote.as_str()))
+        }))
+    })
+    .await?;
+    let wiki_remote = stack
+        .scim_user(&wiki, "ana.silva@example.com")
+        .await?
+        .and_then(|u| u["id"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    wait_for(Duration::from_secs(30), || async {
+        let groups = groups_in(&stack, &wiki).await?;
+        Ok(groups.iter().any(|g| {
+            g["displayName"] == "developers"
+                && g["members"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|x| x["value"] == wiki_remote.as_str()))
         }))
     })
     .await?;
