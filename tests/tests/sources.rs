@@ -15,6 +15,8 @@ use tenure_sources::signature as sig;
 
 const KEY: &str = "vendor-webhook-key";
 const API_TOKEN: &str = "hris-api-token";
+const PERSONIO_CLIENT: &str = "personio-client-id";
+const PERSONIO_SESSION: &str = "personio-session-token";
 
 fn fixture(path: &str) -> anyhow::Result<Vec<u8>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
@@ -48,7 +50,13 @@ impl Hris {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        if !auth.contains(API_TOKEN) && !auth.starts_with("Basic ") {
+        // Personio takes a session token obtained from /v1/auth, never the
+        // client secret itself.
+        let allowed = match vendor {
+            "personio" => auth == format!("Bearer {PERSONIO_SESSION}"),
+            _ => auth.contains(API_TOKEN) || auth.starts_with("Basic "),
+        };
+        if !allowed {
             return (
                 StatusCode::UNAUTHORIZED,
                 Json(serde_json::json!({"error": "unauthorized"})),
@@ -93,7 +101,19 @@ async fn start_hris(hris: Hris) -> anyhow::Result<u16> {
     ) -> (StatusCode, Json<Value>) {
         h.answer("gusto", &id, &headers)
     }
+    async fn personio_auth(Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+        if body["client_id"] == PERSONIO_CLIENT && body["client_secret"] == API_TOKEN {
+            let token = serde_json::json!({"success": true, "data": {"token": PERSONIO_SESSION}});
+            (StatusCode::OK, Json(token))
+        } else {
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(serde_json::json!({"success": false})),
+            )
+        }
+    }
     let app = Router::new()
+        .route("/personio/v1/auth", post(personio_auth))
         .route("/bamboohr/v1/employees/{id}/", get(bamboo))
         .route("/hibob/v1/people/{id}", post(hibob))
         .route("/personio/v1/company/employees/{id}", get(personio))
@@ -146,7 +166,7 @@ secret = {{ env = "TENURE_VENDOR_KEY" }}
 "#,
         bamboo = api("bamboohr", ""),
         bob = api("hibob", "user = \"SERVICE-USER\"\n"),
-        personio = api("personio", ""),
+        personio = api("personio", &format!("user = \"{PERSONIO_CLIENT}\"\n")),
         gusto = api("gusto", ""),
     )
 }

@@ -46,6 +46,10 @@ pub struct ApiClient {
     http: reqwest::Client,
     api: ApiSettings,
     max_attempts: u32,
+    /// Vendors whose API takes a short-lived token obtained with client
+    /// credentials (Personio: `POST /v1/auth` with `client_id` = `api.user`
+    /// and `client_secret` = `api.token`) keep the current one here.
+    session: Option<tokio::sync::Mutex<Option<String>>>,
 }
 
 impl ApiClient {
@@ -62,7 +66,81 @@ impl ApiClient {
                 user: cfg.user.clone(),
             },
             max_attempts: cfg.max_attempts.max(1),
+            session: None,
         })
+    }
+
+    /// For a source of `kind`: Personio with `api.user` set exchanges the
+    /// client id and secret for a session token; with only `api.token` the
+    /// token is used as it is.
+    pub fn for_source(kind: tenure_sources::Kind, cfg: &SourceApiConfig) -> anyhow::Result<Self> {
+        let mut client = Self::new(cfg)?;
+        if kind == tenure_sources::Kind::Personio && cfg.user.is_some() {
+            client.session = Some(tokio::sync::Mutex::new(None));
+        }
+        Ok(client)
+    }
+
+    /// The call with the session token in place of the configured secret,
+    /// obtaining one first when there is none (or `renew`).
+    async fn with_session(&self, call: &FetchCall, renew: bool) -> Result<FetchCall, FetchError> {
+        let Some(session) = &self.session else {
+            return Ok(call.clone());
+        };
+        let mut current = session.lock().await;
+        if current.is_none() || renew {
+            *current = Some(self.personio_token().await?);
+        }
+        let token = current.clone().unwrap_or_default();
+        let mut call = call.clone();
+        for (k, v) in &mut call.headers {
+            if k.eq_ignore_ascii_case("authorization") {
+                *v = format!("Bearer {token}");
+            }
+        }
+        Ok(call)
+    }
+
+    async fn personio_token(&self) -> Result<String, FetchError> {
+        let url = format!("{}/v1/auth", self.api.base_url);
+        let resp = self
+            .http
+            .post(&url)
+            .header("accept", "application/json")
+            .json(&serde_json::json!({
+                "client_id": self.api.user.clone().unwrap_or_default(),
+                "client_secret": self.api.token,
+            }))
+            .send()
+            .await
+            .map_err(|e| FetchError::Transient(format!("POST {}: {e}", path_of(&url))))?;
+        let status = resp.status();
+        if status.as_u16() == 429 || status.is_server_error() {
+            return Err(FetchError::Transient(format!(
+                "POST {} answered {status}",
+                path_of(&url)
+            )));
+        }
+        if !status.is_success() {
+            return Err(FetchError::Permanent(format!(
+                "POST {} answered {status}: check the source's api.user (client id) and api.token (client secret)",
+                path_of(&url)
+            )));
+        }
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| FetchError::Permanent(format!("POST {}: {e}", path_of(&url))))?;
+        body.pointer("/data/token")
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                FetchError::Permanent(format!(
+                    "POST {} answered without data.token",
+                    path_of(&url)
+                ))
+            })
     }
 
     /// Sends one call, retrying transient failures with exponential backoff
@@ -70,10 +148,26 @@ impl ApiClient {
     pub async fn get_json(&self, call: &FetchCall) -> Result<serde_json::Value, FetchError> {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 0;
+        let mut renewed = false;
         loop {
             attempt += 1;
-            let err = match self.send(call).await {
+            let sent = self.with_session(call, false).await?;
+            let err = match self.send(&sent).await {
                 Ok(v) => return Ok(v),
+                // A session token expired: one new token, then the call again.
+                Err((FetchError::Permanent(m), _))
+                    if self.session.is_some() && !renewed && m.contains("answered 401") =>
+                {
+                    renewed = true;
+                    let fresh = self.with_session(call, true).await?;
+                    match self.send(&fresh).await {
+                        Ok(v) => return Ok(v),
+                        Err((FetchError::Transient(m), retry_after)) => {
+                            (FetchError::Transient(m), retry_after)
+                        }
+                        Err((e, _)) => return Err(e),
+                    }
+                }
                 Err((FetchError::Transient(m), retry_after)) => {
                     (FetchError::Transient(m), retry_after)
                 }
@@ -182,7 +276,7 @@ pub async fn run(cfg: Config, state: Arc<IngestState>, shutdown: CancellationTok
     let mut clients = std::collections::HashMap::new();
     for src in &cfg.sources {
         if let Some(api) = &src.api {
-            match ApiClient::new(api) {
+            match ApiClient::for_source(src.kind, api) {
                 Ok(c) => {
                     clients.insert(src.name.clone(), Arc::new(c));
                 }
