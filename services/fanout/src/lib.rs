@@ -4,6 +4,7 @@
 //! a concurrency limit, an optional request-rate limit, a circuit breaker,
 //! and a dead-letter queue for jobs that cannot succeed.
 
+pub mod batch;
 pub mod breaker;
 pub mod groups;
 pub mod mapping;
@@ -62,6 +63,7 @@ pub fn offline_worker(
         caps: std::sync::RwLock::new(DiscoveredCaps {
             caps: profile.apply(None),
             discovered: None,
+            bulk: None,
             fetched_at: Instant::now(),
         }),
         profile,
@@ -97,6 +99,7 @@ pub async fn app_worker(
             DiscoveredCaps {
                 caps: profile.apply(None),
                 discovered: None,
+                bulk: None,
                 // Stale at once, so the first job asks again.
                 fetched_at: Instant::now()
                     .checked_sub(worker::CAPS_TTL)
@@ -104,7 +107,7 @@ pub async fn app_worker(
             }
         }
     };
-    info!(app = %app.name, profile = %profile.name, caps = ?caps.caps, "app ready");
+    info!(app = %app.name, profile = %profile.name, caps = ?caps.caps, bulk = ?caps.bulk.filter(|_| app.bulk == tenure_config::BulkMode::Auto), "app ready");
     Ok(AppWorker {
         app: app.clone(),
         client,
@@ -454,14 +457,145 @@ async fn consume(
             }
             None => break,
         };
+        // With bulk, the jobs ready now are gathered for a batch.
+        let mut batch = vec![msg];
+        if let Some(limits) = runtime.worker.bulk_limits() {
+            let cap = runtime
+                .worker
+                .app
+                .bulk_batch
+                .min(limits.max_operations)
+                .max(1);
+            let deadline = tokio::time::Instant::now() + BATCH_GATHER;
+            while batch.len() < cap {
+                match tokio::time::timeout_at(deadline, messages.next()).await {
+                    Ok(Some(Ok(m))) => batch.push(m),
+                    Ok(Some(Err(e))) => {
+                        warn!(error = %e, "job consumer error; continuing");
+                        break;
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
         let permit = slots.clone().acquire_owned().await?;
         let runtime = runtime.clone();
+        if batch.len() == 1 {
+            let msg = batch.pop().expect("one message");
+            tokio::spawn(async move {
+                handle(&runtime, msg, ack_wait).await;
+                drop(permit);
+            });
+        } else {
+            let slots = slots.clone();
+            tokio::spawn(async move {
+                handle_batch(&runtime, batch, ack_wait, slots).await;
+                drop(permit);
+            });
+        }
+    }
+    Ok(())
+}
+
+/// How long the consumer waits for more ready jobs to fill a batch. The
+/// jobs of an initial load are already buffered, so a batch fills at once;
+/// a lone job waits this long at most.
+const BATCH_GATHER: Duration = Duration::from_millis(5);
+
+/// Jobs received together for an app with bulk: the brand-new creates
+/// among them are reconciled as one batch, the rest as single jobs.
+async fn handle_batch(
+    runtime: &Arc<AppRuntime>,
+    msgs: Vec<async_nats::jetstream::Message>,
+    ack_wait: Duration,
+    slots: Arc<tokio::sync::Semaphore>,
+) {
+    use async_nats::jetstream::AckKind;
+    let single = |msg: async_nats::jetstream::Message| {
+        let (runtime, slots) = (runtime.clone(), slots.clone());
         tokio::spawn(async move {
+            // Each single job takes its own slot, as from the consumer.
+            let Ok(permit) = slots.acquire_owned().await else {
+                return;
+            };
             handle(&runtime, msg, ack_wait).await;
             drop(permit);
         });
+    };
+    let mut jobs = Vec::with_capacity(msgs.len());
+    let mut live = Vec::with_capacity(msgs.len());
+    for msg in msgs {
+        match serde_json::from_slice::<Job>(&msg.payload) {
+            Ok(job) => {
+                jobs.push(job);
+                live.push(msg);
+            }
+            // The single path terminates undecodable jobs.
+            Err(_) => single(msg),
+        }
     }
-    Ok(())
+    // An open or probing circuit is the single path's business.
+    match runtime.admit() {
+        Admit::Yes => {}
+        Admit::Probe => {
+            runtime.abandon_probe();
+            live.into_iter().for_each(single);
+            return;
+        }
+        Admit::No { .. } => {
+            live.into_iter().for_each(single);
+            return;
+        }
+    }
+    let picked = match runtime.worker.batchable(&jobs).await {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(error = %e, "cannot plan a batch; jobs run one by one");
+            vec![false; jobs.len()]
+        }
+    };
+    let mut batch_jobs = Vec::new();
+    let mut batch_msgs = Vec::new();
+    for ((job, msg), take) in jobs.into_iter().zip(live).zip(picked) {
+        if take {
+            batch_jobs.push(job);
+            batch_msgs.push(msg);
+        } else {
+            single(msg);
+        }
+    }
+    if batch_jobs.len() < 2 {
+        batch_msgs.into_iter().for_each(single);
+        return;
+    }
+    // Long fallbacks must not look like a dead worker to JetStream.
+    let progress = async {
+        loop {
+            tokio::time::sleep(ack_wait / 3).await;
+            for m in &batch_msgs {
+                let _ = m.ack_with(AckKind::Progress).await;
+            }
+        }
+    };
+    let results = tokio::select! {
+        r = runtime.worker.reconcile_batch(&batch_jobs) => r,
+        _ = progress => unreachable!("the progress loop never ends"),
+    };
+    let budget = u64::try_from(runtime.fanout.max_deliver)
+        .unwrap_or(u64::MAX)
+        .max(1);
+    for ((job, msg), result) in batch_jobs.into_iter().zip(batch_msgs).zip(results) {
+        match result {
+            batch::BatchResult::Single => single(msg),
+            batch::BatchResult::Done(result) => {
+                let span = tracing::info_span!("reconcile", app = %job.app, person = %job.person_id, correlation_id = %job.correlation_id);
+                let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).max(1) as u64;
+                settle(runtime, &msg, &job, delivered, budget, Admit::Yes, result)
+                    .instrument(span)
+                    .await;
+            }
+        }
+    }
 }
 
 async fn handle(runtime: &AppRuntime, msg: async_nats::jetstream::Message, ack_wait: Duration) {
@@ -513,68 +647,86 @@ async fn handle(runtime: &AppRuntime, msg: async_nats::jetstream::Message, ack_w
             r = runtime.worker.reconcile(&job) => r,
             _ = progress => unreachable!("the progress loop never ends"),
         };
-        match result {
-            Ok(Outcome::Failed(reason)) => {
-                // The app answered, so it is healthy; the job needs a person.
-                runtime.record(true, None).await;
-                if runtime
-                    .dead_letter(&job, "refused", &reason, delivered)
-                    .await
-                {
-                    let _ = msg.ack_with(AckKind::Term).await;
-                } else {
-                    let _ = msg
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-                        .await;
-                }
-            }
-            Ok(outcome) => {
-                runtime.record(true, None).await;
-                if matches!(outcome, Outcome::Changed(_)) {
-                    runtime
-                        .groups_dirty
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                if let Outcome::Changed(what) = &outcome {
-                    if what
-                        .iter()
-                        .any(|w| *w == "AccountCreated" || *w == "AccountLinked")
-                    {
-                        runtime.requeue_reports(&job).await;
-                    }
-                }
-                if outcome == Outcome::Staged {
-                    warn!("held by the mass-change guard; `tenure approve` releases it");
-                } else {
-                    info!(?outcome, "reconciled");
-                }
-                if let Err(e) = msg.ack().await {
-                    warn!(error = %e, "ack failed; the job will run again, harmlessly");
-                }
-            }
-            Err(e) => {
-                if matches!(e, WorkerError::Transient(_)) {
-                    runtime.record(false, Some(&e.to_string())).await;
-                } else if admitted == Admit::Probe {
-                    // The probe failed on our side (database), not the app's:
-                    // let a later job probe instead of leaving the circuit
-                    // half-open for good.
-                    runtime.abandon_probe();
-                }
-                if delivered >= budget
-                    && runtime
-                        .dead_letter(&job, "exhausted", &e.to_string(), delivered)
-                        .await
-                {
-                    let _ = msg.ack_with(AckKind::Term).await;
-                    return;
-                }
-                let delay = Duration::from_secs(2u64.saturating_pow(delivered.clamp(1, 8) as u32));
-                warn!(error = %e, delivered, ?delay, "reconcile failed; job will be redelivered");
-                let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
-            }
-        }
+        settle(runtime, &msg, &job, delivered, budget, admitted, result).await;
     }
     .instrument(span)
     .await
+}
+
+/// Acknowledges a reconciled job as its outcome says: done, dead-lettered,
+/// or redelivered with backoff; and tells the app's circuit breaker.
+async fn settle(
+    runtime: &AppRuntime,
+    msg: &async_nats::jetstream::Message,
+    job: &Job,
+    delivered: u64,
+    budget: u64,
+    admitted: Admit,
+    result: Result<Outcome, WorkerError>,
+) {
+    use async_nats::jetstream::AckKind;
+    let job = job.clone();
+    match result {
+        Ok(Outcome::Failed(reason)) => {
+            // The app answered, so it is healthy; the job needs a person.
+            runtime.record(true, None).await;
+            if runtime
+                .dead_letter(&job, "refused", &reason, delivered)
+                .await
+            {
+                let _ = msg.ack_with(AckKind::Term).await;
+            } else {
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                    .await;
+            }
+        }
+        Ok(outcome) => {
+            runtime.record(true, None).await;
+            // Jobs also come when only a person's IdP groups changed (the
+            // account itself stays as it is), so any job may change groups.
+            if matches!(outcome, Outcome::Changed(_)) || !runtime.worker.app.groups.is_empty() {
+                runtime
+                    .groups_dirty
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            if let Outcome::Changed(what) = &outcome {
+                if what
+                    .iter()
+                    .any(|w| *w == "AccountCreated" || *w == "AccountLinked")
+                {
+                    runtime.requeue_reports(&job).await;
+                }
+            }
+            if outcome == Outcome::Staged {
+                warn!("held by the mass-change guard; `tenure approve` releases it");
+            } else {
+                info!(?outcome, "reconciled");
+            }
+            if let Err(e) = msg.ack().await {
+                warn!(error = %e, "ack failed; the job will run again, harmlessly");
+            }
+        }
+        Err(e) => {
+            if matches!(e, WorkerError::Transient(_)) {
+                runtime.record(false, Some(&e.to_string())).await;
+            } else if admitted == Admit::Probe {
+                // The probe failed on our side (database), not the app's:
+                // let a later job probe instead of leaving the circuit
+                // half-open for good.
+                runtime.abandon_probe();
+            }
+            if delivered >= budget
+                && runtime
+                    .dead_letter(&job, "exhausted", &e.to_string(), delivered)
+                    .await
+            {
+                let _ = msg.ack_with(AckKind::Term).await;
+                return;
+            }
+            let delay = Duration::from_secs(2u64.saturating_pow(delivered.clamp(1, 8) as u32));
+            warn!(error = %e, delivered, ?delay, "reconcile failed; job will be redelivered");
+            let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+        }
+    }
 }

@@ -17,7 +17,7 @@ use tenure_store::{ExpectedVersion, Metadata, NewEvent};
 use uuid::Uuid;
 
 /// Advisory-lock namespace for per-(app, person) leases.
-const LEASE_NAMESPACE: i32 = 0x7e_4e_01;
+pub(crate) const LEASE_NAMESPACE: i32 = 0x7e_4e_01;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -29,6 +29,10 @@ pub enum WorkerError {
     /// the job is redelivered.
     #[error("{0}")]
     Transient(String),
+    /// Tenure's side of a batch failed (database); every job of the batch
+    /// is redelivered and reconciled again.
+    #[error("batch: {0}")]
+    Batch(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,14 +72,14 @@ pub fn account_stream(app: &str, person: Uuid) -> String {
 }
 
 /// Accumulates the audit events of one reconcile.
-struct Audit<'a> {
-    job: &'a Job,
-    app: &'a str,
-    events: Vec<NewEvent>,
+pub(crate) struct Audit<'a> {
+    pub(crate) job: &'a Job,
+    pub(crate) app: &'a str,
+    pub(crate) events: Vec<NewEvent>,
 }
 
 impl Audit<'_> {
-    fn push(&mut self, event_type: &str, data: serde_json::Value) {
+    pub(crate) fn push(&mut self, event_type: &str, data: serde_json::Value) {
         self.events.push(NewEvent {
             event_id: Uuid::new_v4(),
             event_type: event_type.to_string(),
@@ -92,7 +96,24 @@ impl Audit<'_> {
         });
     }
 
-    fn call(&mut self, record: &CallRecord, attempt: u32) {
+    /// One operation of a `POST /Bulk`, audited as the call it stands for,
+    /// with the bulk request it travelled in.
+    pub(crate) fn bulk_call(&mut self, record: &CallRecord, bulk: &CallRecord, operations: usize) {
+        self.call(record, 1);
+        if let Some(data) = self.events.last_mut().and_then(|e| e.data.as_object_mut()) {
+            data.insert(
+                "bulk".into(),
+                json!({
+                    "method": bulk.method,
+                    "path": bulk.path,
+                    "status": bulk.status,
+                    "operations": operations,
+                }),
+            );
+        }
+    }
+
+    pub(crate) fn call(&mut self, record: &CallRecord, attempt: u32) {
         let ok = record.error.is_none() && record.status.is_some_and(|s| s < 400 || s == 404);
         let mut data = serde_json::to_value(record).unwrap_or_default();
         if let Some(o) = data.as_object_mut() {
@@ -109,9 +130,16 @@ impl Audit<'_> {
     }
 }
 
-struct Known {
-    remote_id: Option<String>,
-    user_name: Option<String>,
+pub(crate) struct Known {
+    pub(crate) remote_id: Option<String>,
+    pub(crate) user_name: Option<String>,
+}
+
+impl Known {
+    /// Tenure has never linked an account for the person in this app.
+    pub(crate) fn is_none(&self) -> bool {
+        self.remote_id.is_none() && self.user_name.is_none()
+    }
 }
 
 /// What a reconcile of one person would send.
@@ -133,7 +161,7 @@ impl AppWorker {
 
     /// Asks the app again what it supports once the cached answer is old;
     /// a failed refresh keeps the previous answer.
-    async fn refresh_caps(&self) {
+    pub(crate) async fn refresh_caps(&self) {
         let current = match self.caps.read() {
             Ok(c) => *c,
             Err(_) => return,
@@ -235,7 +263,7 @@ impl AppWorker {
     /// the same source whose HR id is the `manager_id` attribute. `None`
     /// when the app does not map managers, the person has none, or the
     /// manager has no account here (yet).
-    async fn manager_remote_id<'e, E: sqlx::PgExecutor<'e>>(
+    pub(crate) async fn manager_remote_id<'e, E: sqlx::PgExecutor<'e>>(
         &self,
         executor: E,
         person_id: Uuid,
@@ -396,9 +424,24 @@ impl AppWorker {
             .converge(job, &desired, &known, &user_name, &mut audit)
             .await;
 
-        // A refusal that will not pass by retrying (401, 403, 400, an
-        // ambiguous lookup) is recorded and left for an operator; anything
-        // else is redelivered.
+        self.finish(conn, job, &stream, version, audit, result)
+            .await
+    }
+
+    /// Records the outcome of one person's reconcile: its audit events on
+    /// the account stream (at `version`, which the lease keeps current) and
+    /// the account projection. A refusal that will not pass by retrying
+    /// (401, 403, 400, an ambiguous lookup) is recorded and left for an
+    /// operator; anything else is redelivered.
+    pub(crate) async fn finish(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        job: &Job,
+        stream: &str,
+        version: i64,
+        mut audit: Audit<'_>,
+        result: Result<(Outcome, Option<RemoteUser>), ScimError>,
+    ) -> Result<Outcome, WorkerError> {
         let (outcome, remote, error) = match result {
             Ok((outcome, remote)) => (Some(outcome), remote, None),
             Err(e) if !e.is_retryable() => (Some(Outcome::Failed(e.to_string())), None, None),
@@ -420,7 +463,7 @@ impl AppWorker {
         if !audit.events.is_empty() {
             tenure_store::append(
                 &mut *conn,
-                &stream,
+                stream,
                 ExpectedVersion::Exact(version),
                 &audit.events,
             )
@@ -524,7 +567,7 @@ impl AppWorker {
     }
 
     /// Sends one call with retries, auditing every attempt.
-    async fn call<T, F, Fut>(
+    pub(crate) async fn call<T, F, Fut>(
         &self,
         audit: &mut Audit<'_>,
         mut f: F,
@@ -564,7 +607,7 @@ impl AppWorker {
     /// A userName match is only considered when the account is meant to
     /// exist: deactivating or deleting an account that merely shares a name
     /// with the person could switch off someone else.
-    async fn lookup(
+    pub(crate) async fn lookup(
         &self,
         job: &Job,
         known: &Known,
@@ -612,7 +655,16 @@ impl AppWorker {
         Ok(None)
     }
 
-    async fn converge(
+    /// Whether a `userName` look-up before a create can be left to the
+    /// create's 409: the app stores `externalId` (so its look-up proves
+    /// that no account of the person exists), answers a taken `userName`
+    /// with 409 (its profile says so), and Tenure has never linked an account
+    /// for the person (so no earlier `userName` needs checking).
+    pub(crate) fn create_first(&self, known: &Known) -> bool {
+        self.profile.external_id && self.profile.unique_user_name && known.is_none()
+    }
+
+    pub(crate) async fn converge(
         &self,
         job: &Job,
         desired: &Desired,
@@ -621,7 +673,24 @@ impl AppWorker {
         audit: &mut Audit<'_>,
     ) -> Result<(Outcome, Option<RemoteUser>), ScimError> {
         let present = matches!(desired, Desired::Present(_));
-        let mut found = self.lookup(job, known, user_name, present, audit).await?;
+        let by_user_name = present && !self.create_first(known);
+        let found = self
+            .lookup(job, known, user_name, by_user_name, audit)
+            .await?;
+        self.converge_from(job, desired, user_name, audit, found)
+            .await
+    }
+
+    /// [`AppWorker::converge`] once the account has been looked for:
+    /// `found` is what the look-up found and how.
+    pub(crate) async fn converge_from(
+        &self,
+        job: &Job,
+        desired: &Desired,
+        user_name: &str,
+        audit: &mut Audit<'_>,
+        mut found: Option<(RemoteUser, &'static str)>,
+    ) -> Result<(Outcome, Option<RemoteUser>), ScimError> {
         let mut changed: Vec<&'static str> = Vec::new();
         // Two rounds at most: a create that collides (409) is followed by a
         // lookup and one more diff against what the lookup found.
@@ -748,7 +817,7 @@ impl AppWorker {
     }
 }
 
-fn describe(
+pub(crate) fn describe(
     op: &Op,
     result: &Option<RemoteUser>,
     before: Option<&RemoteUser>,
@@ -784,6 +853,6 @@ fn describe(
 
 /// The account as last read or written, kept so `tenure plan` can diff
 /// without calling the app.
-fn remote_state(r: &RemoteUser) -> serde_json::Value {
+pub(crate) fn remote_state(r: &RemoteUser) -> serde_json::Value {
     serde_json::to_value(r).unwrap_or_default()
 }

@@ -391,6 +391,25 @@ pub struct AppConfig {
     /// Most members added or removed by one PATCH of a group.
     #[serde(default = "default_group_chunk")]
     pub group_chunk: usize,
+    /// Whether the fanout sends SCIM Bulk requests to this app.
+    #[serde(default)]
+    pub bulk: BulkMode,
+    /// Most jobs of this app planned together into bulk requests; the
+    /// server's `maxOperations` caps it further.
+    #[serde(default = "default_bulk_batch")]
+    pub bulk_batch: usize,
+}
+
+/// Whether an app gets SCIM Bulk requests (RFC 7644 §3.7).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkMode {
+    /// When its `/ServiceProviderConfig` announces bulk with limits and its
+    /// profile does not forbid it.
+    #[default]
+    Auto,
+    /// Never: one request per operation.
+    Off,
 }
 
 /// How an app's account attributes are built from the person's attributes.
@@ -579,6 +598,10 @@ impl MassChangeGuard {
     }
 }
 
+fn default_bulk_batch() -> usize {
+    100
+}
+
 fn default_group_chunk() -> usize {
     50
 }
@@ -716,6 +739,12 @@ impl Config {
                         ))
                     })?);
                 }
+            }
+            if app.bulk_batch == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "app {:?}: bulk_batch must be at least 1",
+                    app.name
+                )));
             }
             if app.group_chunk == 0 {
                 return Err(ConfigError::Invalid(format!(

@@ -10,7 +10,9 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Value};
 use tracing::Instrument;
 
+use crate::bulk::BulkLimits;
 use crate::diff::{Capabilities, Op, PatchOp};
+use crate::discovery::ProviderConfig;
 pub use crate::error::{CallRecord, ScimError};
 use crate::group::{GroupOp, GroupSpec, RemoteGroup};
 use crate::profile::Profile;
@@ -117,10 +119,10 @@ impl fmt::Debug for ScimClient {
 }
 
 /// A response of any status, before the caller decides what the status means.
-struct Raw {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Raw {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 impl ScimClient {
@@ -192,16 +194,27 @@ impl ScimClient {
     /// taken as unsupported, the safe reading. A 404 or 501 comes back as an
     /// `Http` error for which [`ScimError::is_discovery_unsupported`] is true.
     pub async fn service_provider_config(&self) -> Result<Call<Capabilities>, ScimError> {
+        Ok(self.service_provider().await?.map(|c| c.caps))
+    }
+
+    /// [`ScimClient::service_provider_config`] with the bulk limits: `bulk`
+    /// is `Some` only when the document says bulk is supported and gives a
+    /// positive `maxOperations` and `maxPayloadSize` (RFC 7643 §5 makes both
+    /// required; without them no request could be sized safely).
+    pub async fn service_provider(&self) -> Result<Call<ProviderConfig>, ScimError> {
         let (url, rel) = self.url(&["ServiceProviderConfig"], &[])?;
         let (raw, record) = self.send(Method::GET, url, rel, None, None, None).await?;
         if !raw.status.is_success() {
             return Err(http_error(raw, record));
         }
         let doc = parse_json(&raw, &record)?;
-        let supported = |feature: &str| {
+        let feature = |name: &str| {
             doc.as_object()
-                .and_then(|o| get_ci(o, feature))
+                .and_then(|o| get_ci(o, name))
                 .and_then(Value::as_object)
+        };
+        let supported = |name: &str| {
+            feature(name)
                 .and_then(|f| get_ci(f, "supported"))
                 .and_then(Value::as_bool)
                 .unwrap_or(false)
@@ -211,8 +224,30 @@ impl ScimClient {
             filter: supported("filter"),
             etag: supported("etag"),
         };
+        let limit = |key: &str| {
+            feature("bulk")
+                .and_then(|f| get_ci(f, key))
+                .and_then(|v| match v {
+                    Value::Number(n) => n.as_u64(),
+                    Value::String(s) => s.trim().parse().ok(),
+                    _ => None,
+                })
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|n| *n > 0)
+        };
+        let bulk = match (
+            supported("bulk"),
+            limit("maxOperations"),
+            limit("maxPayloadSize"),
+        ) {
+            (true, Some(max_operations), Some(max_payload_size)) => Some(BulkLimits {
+                max_operations,
+                max_payload_size,
+            }),
+            _ => None,
+        };
         Ok(Call {
-            value: caps,
+            value: ProviderConfig { caps, bulk },
             record,
         })
     }
@@ -888,7 +923,11 @@ impl ScimClient {
 
     /// The absolute URL for `segments` under the base, and the relative
     /// path for the audit record (query shown unencoded, for readability).
-    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<(Url, String), ScimError> {
+    pub(crate) fn url(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<(Url, String), ScimError> {
         if segments.iter().any(|s| s.is_empty()) {
             return Err(ScimError::Config("empty SCIM resource id".into()));
         }
@@ -920,7 +959,7 @@ impl ScimClient {
 
     /// Sends one request and reads the whole response, whatever its status.
     /// Only a missing response is an error here.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         url: Url,
@@ -1038,19 +1077,19 @@ fn error_chain(e: &reqwest::Error) -> String {
     out
 }
 
-fn truncate(s: &str) -> String {
+pub(crate) fn truncate(s: &str) -> String {
     match s.char_indices().nth(MAX_DETAIL_CHARS) {
         Some((cut, _)) => format!("{}...", &s[..cut]),
         None => s.to_owned(),
     }
 }
 
-fn invalid(mut record: CallRecord, detail: String) -> ScimError {
+pub(crate) fn invalid(mut record: CallRecord, detail: String) -> ScimError {
     record.error = Some(detail.clone());
     ScimError::InvalidResponse { record, detail }
 }
 
-fn parse_json(raw: &Raw, record: &CallRecord) -> Result<Value, ScimError> {
+pub(crate) fn parse_json(raw: &Raw, record: &CallRecord) -> Result<Value, ScimError> {
     serde_json::from_slice(&raw.body)
         .map_err(|e| invalid(record.clone(), format!("body is not JSON: {e}")))
 }
@@ -1087,7 +1126,7 @@ fn parse_group(raw: &Raw, record: &CallRecord) -> Result<RemoteGroup, ScimError>
 
 /// Turns a non-success response into an `Http` error, reading the RFC 7644
 /// §3.12 error body when there is one.
-fn http_error(raw: Raw, mut record: CallRecord) -> ScimError {
+pub(crate) fn http_error(raw: Raw, mut record: CallRecord) -> ScimError {
     let status = raw.status.as_u16();
     let body: Option<Value> = serde_json::from_slice(&raw.body).ok();
     let obj = body.as_ref().and_then(Value::as_object);

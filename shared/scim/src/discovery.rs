@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::bulk::BulkLimits;
 use crate::client::ScimClient;
 use crate::diff::Capabilities;
 use crate::error::{CallRecord, ScimError};
@@ -29,6 +30,14 @@ impl CapabilityCache {
     }
 }
 
+/// What `/ServiceProviderConfig` announces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProviderConfig {
+    pub caps: Capabilities,
+    /// `None` when bulk is unsupported or its limits are missing.
+    pub bulk: Option<BulkLimits>,
+}
+
 /// The outcome of [`ScimClient::discover`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DiscoveredCaps {
@@ -37,6 +46,9 @@ pub struct DiscoveredCaps {
     /// What the server announced; `None` when the profile says not to ask,
     /// or the server has no discovery endpoint (404/501).
     pub discovered: Option<Capabilities>,
+    /// The limits to send `POST /Bulk` with: `Some` only when the profile
+    /// allows discovery and bulk, and the server announced bulk with limits.
+    pub bulk: Option<BulkLimits>,
     pub fetched_at: Instant,
 }
 
@@ -52,8 +64,8 @@ impl ScimClient {
         &self,
         profile: &Profile,
     ) -> Result<(DiscoveredCaps, Option<CallRecord>), ScimError> {
-        let (discovered, record) = if profile.discovery {
-            match self.service_provider_config().await {
+        let (config, record) = if profile.discovery {
+            match self.service_provider().await {
                 Ok(call) => (Some(call.value), Some(call.record)),
                 Err(e) if e.is_discovery_unsupported() => (None, e.record().cloned()),
                 Err(e) => return Err(e),
@@ -61,9 +73,11 @@ impl ScimClient {
         } else {
             (None, None)
         };
+        let discovered = config.map(|c| c.caps);
         let found = DiscoveredCaps {
             caps: profile.apply(discovered),
             discovered,
+            bulk: config.and_then(|c| c.bulk).filter(|_| profile.bulk),
             fetched_at: Instant::now(),
         };
         Ok((found, record))

@@ -7,6 +7,7 @@
 // plain field access; its size is irrelevant next to an HTTP round trip.
 #![allow(clippy::result_large_err)]
 
+pub mod bulk;
 pub mod client;
 pub mod diff;
 pub mod discovery;
@@ -16,9 +17,10 @@ pub mod profile;
 pub mod retry;
 pub mod user;
 
+pub use bulk::{BulkCall, BulkItem, BulkLimits};
 pub use client::{group_if_match, if_match, Auth, Call, Page, ScimClient, MAX_LIST_PAGES};
 pub use diff::{apply_patch, diff, diff_with, Capabilities, Desired, Op, PatchOp};
-pub use discovery::{CapabilityCache, DiscoveredCaps};
+pub use discovery::{CapabilityCache, DiscoveredCaps, ProviderConfig};
 pub use error::{CallRecord, ScimError};
 pub use group::{apply_group_op, diff_group, diff_group_delete, GroupOp, GroupSpec, RemoteGroup};
 pub use profile::{builtin, Deprovision, Profile};

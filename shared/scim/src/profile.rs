@@ -42,6 +42,8 @@ pub enum Deprovision {
 /// discovery = false
 /// put_allowed = false
 /// external_id = false
+/// bulk = false             # never POST /Bulk, whatever discovery says
+/// unique_user_name = true  # the app answers 409 to a taken userName
 /// deprovision = "block"    # deactivate | delete | block
 /// auth_hint = "Bearer token from the HR admin page"
 /// [assumed]
@@ -72,6 +74,20 @@ pub struct Profile {
     /// Whether Tenure may create groups there; when not, groups must exist
     /// in the app already and missing ones are reported, not created.
     pub create_groups: bool,
+    /// Whether Tenure may use `POST /Bulk` (RFC 7644 §3.7) when discovery
+    /// says the server supports it. `false` vetoes bulk whatever the server
+    /// announces; `true` alone never turns it on (a server without
+    /// discovery, or announcing no bulk, gets single calls).
+    pub bulk: bool,
+    /// Whether the app refuses a create whose `userName` is taken with 409
+    /// (RFC 7644 §3.3 requires it). When set, and the app stores
+    /// `externalId`, a person Tenure has never linked is created right after
+    /// the `externalId` look-up found nothing, without a `userName` look-up;
+    /// the 409 of a taken name leads to the `userName` look-up and the link
+    /// rules as before. Off by default: an app that accepted a duplicate
+    /// `userName` would otherwise get a second account for someone who
+    /// already has one there.
+    pub unique_user_name: bool,
     pub deprovision: Deprovision,
     /// How to authenticate, for docs and error messages. Never a secret.
     pub auth_hint: Cow<'static, str>,
@@ -116,6 +132,8 @@ impl Profile {
             put_allowed: true,
             groups: true,
             create_groups: true,
+            bulk: true,
+            unique_user_name: false,
             deprovision: Deprovision::Deactivate,
             auth_hint: Cow::Borrowed("Bearer token or HTTP Basic, as the app documents"),
             path_hint: Cow::Borrowed(""),
@@ -170,20 +188,26 @@ pub fn builtin(name: &str) -> Option<Profile> {
         // via PATCH, full PUT rejected". Hence no discovery, PUT off (so
         // deactivation is always PATCH active=false), deprovision = Block.
         // No ETag support is known, so none is assumed.
+        // Its documented endpoints are /Users only: no /Bulk.
         "gitlab" => Profile {
             name: "gitlab".into(),
             discovery: false,
             put_allowed: false,
             groups: false,
+            bulk: false,
             deprovision: Deprovision::Block,
             auth_hint: Cow::Borrowed(NOT_CHECKED_AUTH),
             path_hint: Cow::Borrowed("/api/scim/v2/application"),
             ..g
         },
         // Zulip (beta): "/scim/v2/; no groups; bearer token per realm".
+        // Its SCIM server is django-scim2, whose /Bulk answers "not
+        // implemented" and whose ServiceProviderConfig says bulk is
+        // unsupported; vetoed in case a deployment overrides the document.
         "zulip" => Profile {
             name: "zulip".into(),
             groups: false,
+            bulk: false,
             auth_hint: Cow::Borrowed("Bearer token, one per realm"),
             path_hint: Cow::Borrowed("/scim/v2"),
             ..g
@@ -192,10 +216,12 @@ pub fn builtin(name: &str) -> Option<Profile> {
         // "/index.php/apps/scimserviceprovider/Users|Groups; Basic auth with
         // an app password or a bearer JWT; admin accounts only; no
         // externalId". Hence external_id = false and groups on.
+        // Its documented endpoints are Users and Groups: no /Bulk.
         "nextcloud" => Profile {
             name: "nextcloud".into(),
             external_id: false,
             groups: true,
+            bulk: false,
             // The project's fan-out issue states Nextcloud needs groups
             // pre-created (not among the checked facts): membership only.
             create_groups: false,
@@ -253,6 +279,8 @@ struct ProfileDef {
     put_allowed: Option<bool>,
     groups: Option<bool>,
     create_groups: Option<bool>,
+    bulk: Option<bool>,
+    unique_user_name: Option<bool>,
     deprovision: Option<Deprovision>,
     auth_hint: Option<String>,
     path_hint: Option<String>,
@@ -297,6 +325,8 @@ impl TryFrom<ProfileDef> for Profile {
             put_allowed: d.put_allowed.unwrap_or(base.put_allowed),
             groups: d.groups.unwrap_or(base.groups),
             create_groups: d.create_groups.unwrap_or(base.create_groups),
+            bulk: d.bulk.unwrap_or(base.bulk),
+            unique_user_name: d.unique_user_name.unwrap_or(base.unique_user_name),
             deprovision: d.deprovision.unwrap_or(base.deprovision),
             auth_hint: d.auth_hint.map(Cow::Owned).unwrap_or(base.auth_hint),
             path_hint: d.path_hint.map(Cow::Owned).unwrap_or(base.path_hint),
@@ -330,6 +360,10 @@ mod tests {
         assert!(!nextcloud.external_id && nextcloud.groups);
         assert_eq!(nextcloud.lookup_attributes(), ["userName"]);
         assert!(!builtin("zulip").expect("zulip").groups);
+        for no_bulk in ["gitlab", "zulip", "nextcloud"] {
+            assert!(!builtin(no_bulk).expect(no_bulk).bulk, "{no_bulk}");
+        }
+        assert!(Profile::generic().bulk && !Profile::generic().unique_user_name);
         assert!(builtin("grafana").expect("grafana").groups);
         assert!(builtin("openwebui")
             .expect("openwebui")

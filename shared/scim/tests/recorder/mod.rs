@@ -55,6 +55,15 @@ pub struct Recorder {
     pub base_url: String,
 }
 
+/// [`spc`] announcing bulk with these limits.
+pub fn spc_bulk(max_operations: u64, max_payload_size: u64) -> Value {
+    let mut doc = spc(true, true, true);
+    doc["bulk"] = json!({
+        "supported": true, "maxOperations": max_operations, "maxPayloadSize": max_payload_size
+    });
+    doc
+}
+
 /// A ServiceProviderConfig document announcing these features.
 pub fn spc(patch: bool, filter: bool, etag: bool) -> Value {
     json!({
@@ -210,6 +219,8 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "200 OK",
         201 => "201 Created",
+        409 => "409 Conflict",
+        413 => "413 Payload Too Large",
         204 => "204 No Content",
         400 => "400 Bad Request",
         404 => "404 Not Found",
@@ -240,10 +251,28 @@ fn route(st: &mut State, rec: &Recorded) -> (u16, Option<Value>) {
             None => (404, error(404, "no such endpoint")),
         },
         ("GET", ["Users"]) => (200, Some(list(st, query))),
+        ("POST", ["Bulk"]) => bulk(st, rec),
         ("POST", ["Users"]) => {
             let Some(Value::Object(body)) = &rec.body else {
                 return (400, error(400, "no body"));
             };
+            let taken = body
+                .get("userName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| {
+                    st.users.iter().any(|u| {
+                        u["userName"]
+                            .as_str()
+                            .is_some_and(|m| m.eq_ignore_ascii_case(n))
+                    })
+                });
+            if taken {
+                let mut e = error(409, "userName is taken");
+                if let Some(e) = e.as_mut() {
+                    e["scimType"] = "uniqueness".into();
+                }
+                return (409, e);
+            }
             let mut user = body.clone();
             let id = format!("u{}", st.next_id);
             st.next_id += 1;
@@ -324,6 +353,56 @@ fn route(st: &mut State, rec: &Recorded) -> (u16, Option<Value>) {
         }
         _ => (404, error(404, "no such endpoint")),
     }
+}
+
+/// `POST /Bulk`: each operation runs as the single request it stands for
+/// (without being logged again); the answer carries what RFC 7644 §3.7.3
+/// shows: bulkId, method, location, version and status, and the error as
+/// `response` for a failure.
+fn bulk(st: &mut State, rec: &Recorded) -> (u16, Option<Value>) {
+    let ops = rec
+        .body
+        .as_ref()
+        .and_then(|b| b["Operations"].as_array().cloned())
+        .unwrap_or_default();
+    let fail_on_errors = rec.body.as_ref().and_then(|b| b["failOnErrors"].as_u64());
+    let mut results = Vec::new();
+    let mut errors = 0;
+    for op in ops {
+        if fail_on_errors.is_some_and(|n| errors >= n) {
+            break;
+        }
+        let single = Recorded {
+            method: op["method"].as_str().unwrap_or_default().to_owned(),
+            path: op["path"].as_str().unwrap_or_default().to_owned(),
+            if_match: op["version"].as_str().map(str::to_owned),
+            auth: rec.auth.clone(),
+            body: op.get("data").cloned(),
+        };
+        let (status, body) = route(st, &single);
+        let mut result = json!({
+            "method": single.method, "bulkId": op["bulkId"], "status": status.to_string(),
+        });
+        if status >= 400 {
+            errors += 1;
+            result["response"] = body.unwrap_or(Value::Null);
+        } else if let Some(user) = body {
+            result["location"] = format!(
+                "https://app.example{BASE_PATH}/Users/{}",
+                user["id"].as_str().unwrap_or_default()
+            )
+            .into();
+            result["version"] = user["meta"]["version"].clone();
+        }
+        results.push(result);
+    }
+    (
+        200,
+        Some(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkResponse"],
+            "Operations": results,
+        })),
+    )
 }
 
 fn list(st: &mut State, query: &str) -> Value {
