@@ -312,7 +312,7 @@ user_name = "email_local_part"
             .header("x-tenure-timestamp", ts.to_string())
             .header(
                 "x-tenure-signature",
-                tenure_ingest::signature::sign(secret.as_bytes(), ts, body),
+                tenure_sources::signature::sign_generic(secret.as_bytes(), ts, body),
             )
             .body(body.to_vec())
             .send()

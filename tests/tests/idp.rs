@@ -68,7 +68,7 @@ async fn authentik_groups_grant_app_access_and_mirror_into_app_groups() -> anyho
         git: "rule = '\"developers\" in person.groups'\n[[app.group]]\nname = \"{idp_group}\"\nidp_groups = \"dev*\"\n".into(),
         // The wiki account exists before any IdP group does: the group
         // arrives without any change to the account itself.
-        wiki: "[[app.group]]\nname = \"{idp_group}\"\nidp_groups = \"dev*\"\n".into(),
+        wiki: "[[app.group]]\nname = \"dept-{department}\"\n[[app.group]]\nname = \"{idp_group}\"\nidp_groups = \"dev*\"\n".into(),
         extra: "[[idp]]\nname = \"authentik\"\ntoken = { env = \"TENURE_IDP_TOKEN\" }\ncorrelate = \"email\"\n".into(),
         ..Options::default()
     })
@@ -100,6 +100,15 @@ async fn authentik_groups_grant_app_access_and_mirror_into_app_groups() -> anyho
     stack
         .wait_user(&wiki, "ana.silva@example.com", |u| u.is_some())
         .await?;
+    // The wiki's groups are in sync (its department group exists) before
+    // Authentik says anything: what follows changes no wiki account.
+    wait_for(Duration::from_secs(30), || async {
+        let groups = groups_in(&stack, &wiki).await?;
+        Ok(groups
+            .iter()
+            .any(|g| g["displayName"] == "dept-Engineering"))
+    })
+    .await?;
     assert!(
         stack.scim_user(&git, "ana.silva").await?.is_none(),
         "no group, no git account"

@@ -73,33 +73,15 @@ impl Hris {
 }
 
 async fn start_hris(hris: Hris) -> anyhow::Result<u16> {
-    async fn bamboo(
-        State(h): State<Hris>,
-        Path(id): Path<String>,
-        headers: HeaderMap,
-    ) -> (StatusCode, Json<Value>) {
-        h.answer("bamboohr", &id, &headers)
-    }
-    async fn hibob(
-        State(h): State<Hris>,
-        Path(id): Path<String>,
-        headers: HeaderMap,
-    ) -> (StatusCode, Json<Value>) {
-        h.answer("hibob", &id, &headers)
-    }
-    async fn personio(
-        State(h): State<Hris>,
-        Path(id): Path<String>,
-        headers: HeaderMap,
-    ) -> (StatusCode, Json<Value>) {
-        h.answer("personio", &id, &headers)
-    }
-    async fn gusto(
-        State(h): State<Hris>,
-        Path(id): Path<String>,
-        headers: HeaderMap,
-    ) -> (StatusCode, Json<Value>) {
-        h.answer("gusto", &id, &headers)
+    // One person-read endpoint per vendor, each at that vendor's own path.
+    type Answer = std::future::Ready<(StatusCode, Json<Value>)>;
+    fn person(
+        vendor: &'static str,
+    ) -> impl Fn(State<Hris>, Path<String>, HeaderMap) -> Answer + Clone + Send + Sync + 'static
+    {
+        move |State(h): State<Hris>, Path(id): Path<String>, headers: HeaderMap| {
+            std::future::ready(h.answer(vendor, &id, &headers))
+        }
     }
     async fn personio_auth(Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
         if body["client_id"] == PERSONIO_CLIENT && body["client_secret"] == API_TOKEN {
@@ -114,10 +96,13 @@ async fn start_hris(hris: Hris) -> anyhow::Result<u16> {
     }
     let app = Router::new()
         .route("/personio/v1/auth", post(personio_auth))
-        .route("/bamboohr/v1/employees/{id}/", get(bamboo))
-        .route("/hibob/v1/people/{id}", post(hibob))
-        .route("/personio/v1/company/employees/{id}", get(personio))
-        .route("/gusto/v1/employees/{id}", get(gusto))
+        .route("/bamboohr/v1/employees/{id}/", get(person("bamboohr")))
+        .route("/hibob/v1/people/{id}", post(person("hibob")))
+        .route(
+            "/personio/v1/company/employees/{id}",
+            get(person("personio")),
+        )
+        .route("/gusto/v1/employees/{id}", get(person("gusto")))
         .with_state(hris);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();

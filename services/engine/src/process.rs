@@ -74,12 +74,7 @@ pub const OUTBOX_CHANNEL: &str = "tenure_outbox";
 /// Advisory-lock namespace serialising work on one person across engines.
 const PERSON_LOCK: i32 = 0x7e_4e_02;
 
-/// Stable person id per (source, source person id): two engines seeing the
-/// first record of a person at once agree on the stream and one of them
-/// gets a version conflict instead of a second person.
-pub fn person_id_for(source: &str, source_person_id: &str) -> Uuid {
-    tenure_domain::person::person_id_for(source, source_person_id)
-}
+pub use tenure_domain::person::person_id_for;
 
 pub fn person_stream(id: Uuid) -> String {
     format!("person-{id}")

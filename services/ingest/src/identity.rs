@@ -16,7 +16,6 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,9 +33,8 @@ use uuid::Uuid;
 use crate::fetch::{ApiClient, FetchError};
 use crate::{Accepted, ErrorBody};
 
-/// Where IdP notifications wait for their re-fetch. Its own stream: the HR
-/// fetch worker consumes every subject under `tenure.fetch.>`.
-pub const IDP_FETCH_STREAM: &str = "TENURE_IDP_FETCH";
+use tenure_bus::IDP_FETCH_STREAM;
+
 /// JetStream deliveries of one re-fetch before it is quarantined; each
 /// delivery already retries the API call with backoff.
 const MAX_DELIVER: i64 = 30;
@@ -280,18 +278,6 @@ async fn refuse(
     error_response(status, error, message)
 }
 
-/// Compares SHA-256 digests of both tokens without data-dependent branches,
-/// so neither the token nor its length leaks through timing.
-fn token_matches(presented: &str, expected: &str) -> bool {
-    let a = Sha256::digest(presented.as_bytes());
-    let b = Sha256::digest(expected.as_bytes());
-    let diff = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
-}
-
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
@@ -381,7 +367,9 @@ pub async fn idp_events(
         )
         .await;
     };
-    if !bearer(&headers).is_some_and(|t| token_matches(t, expected)) {
+    if !bearer(&headers).is_some_and(|t| {
+        tenure_sources::signature::token_matches(expected.as_bytes(), t.as_bytes())
+    }) {
         return refuse(
             &st,
             &idp.name,
@@ -470,7 +458,11 @@ async fn accept_event(st: &EventsState, provider: &str, parsed: ParsedEvent) -> 
                     );
                 }
             };
-            match publish_fetch(&st.bus, provider, &msg.msg_id(), payload).await {
+            match st
+                .bus
+                .publish(&subjects::idp_fetch(provider), &msg.msg_id(), &[], payload)
+                .await
+            {
                 Ok(stored) => all_duplicate &= stored.duplicate,
                 Err(e) => {
                     warn!(error = %e, "JetStream did not store the re-fetch");
@@ -491,46 +483,6 @@ async fn accept_event(st: &EventsState, provider: &str, parsed: ParsedEvent) -> 
     }
     .instrument(span)
     .await
-}
-
-/// Publishes a re-fetch, creating its stream the first time it is missing.
-async fn publish_fetch(
-    bus: &Bus,
-    provider: &str,
-    msg_id: &str,
-    payload: Bytes,
-) -> Result<tenure_bus::Stored, tenure_bus::BusError> {
-    let subject = subjects::idp_fetch(provider);
-    match bus.publish(&subject, msg_id, &[], payload.clone()).await {
-        Ok(s) => Ok(s),
-        Err(first) => {
-            if ensure_stream(bus).await.is_err() {
-                return Err(first);
-            }
-            bus.publish(&subject, msg_id, &[], payload).await
-        }
-    }
-}
-
-/// The stream of IdP re-fetches (`tenure.idp_fetch.>`).
-pub async fn ensure_stream(bus: &Bus) -> Result<(), tenure_bus::BusError> {
-    use async_nats::jetstream::stream;
-    let day = Duration::from_secs(24 * 3600);
-    bus.js
-        .create_or_update_stream(stream::Config {
-            name: IDP_FETCH_STREAM.into(),
-            subjects: vec!["tenure.idp_fetch.>".into()],
-            duplicate_window: Duration::from_secs(3600),
-            max_age: 7 * day,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map(|_| ())
-        .map_err(|e| tenure_bus::BusError::Stream {
-            stream: IDP_FETCH_STREAM.into(),
-            detail: e.to_string(),
-        })
 }
 
 // ---------------------------------------------------------------------------
@@ -1052,19 +1004,15 @@ pub async fn fetch_loop(
 ) {
     let durable = format!("tenure-idp-fetch-{provider}");
     let consumer = loop {
-        let made = match ensure_stream(&bus).await {
-            Ok(()) => {
-                bus.durable_consumer(
-                    IDP_FETCH_STREAM,
-                    &durable,
-                    &subjects::idp_fetch(&provider),
-                    ACK_WAIT,
-                    MAX_DELIVER,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
+        let made = bus
+            .durable_consumer(
+                IDP_FETCH_STREAM,
+                &durable,
+                &subjects::idp_fetch(&provider),
+                ACK_WAIT,
+                MAX_DELIVER,
+            )
+            .await;
         match made {
             Ok(c) => break c,
             Err(e) => {
@@ -1440,13 +1388,6 @@ mod tests {
                 ..
             })
         ));
-    }
-
-    #[test]
-    fn tokens_compare_by_digest() {
-        assert!(token_matches("abc", "abc"));
-        assert!(!token_matches("abcd", "abc"));
-        assert!(!token_matches("", "abc"));
     }
 
     #[test]

@@ -8,7 +8,6 @@ pub mod fetch;
 pub mod identity;
 pub mod openapi;
 pub mod replay;
-pub mod signature;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Path, Request, State};
@@ -207,7 +206,7 @@ pub fn router(state: Arc<IngestState>) -> Router {
 }
 
 fn generic_delivery_id(headers: &HeaderMap, body: &[u8]) -> Result<String, Rejection> {
-    match headers.get(signature::H_DELIVERY) {
+    match headers.get(tenure_sources::signature::H_TENURE_DELIVERY) {
         None => Ok(body_hash(body)),
         Some(v) => {
             let id = v.to_str().unwrap_or("").trim();

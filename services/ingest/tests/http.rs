@@ -7,7 +7,8 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tenure_bus::{Bus, INGEST_STREAM};
-use tenure_ingest::{router, signature, IngestState};
+use tenure_ingest::{router, IngestState};
+use tenure_sources::signature;
 use tenure_testkit::NatsServer;
 use tower::ServiceExt;
 
@@ -40,7 +41,7 @@ fn signed(body: &[u8], delivery: &str, ts: i64, secret: &str) -> Request<Body> {
         .header("x-tenure-timestamp", ts.to_string())
         .header(
             "x-tenure-signature",
-            signature::sign(secret.as_bytes(), ts, body),
+            signature::sign_generic(secret.as_bytes(), ts, body),
         )
         .body(Body::from(body.to_vec()))
         .expect("request")

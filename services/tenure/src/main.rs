@@ -834,7 +834,7 @@ async fn send(cfg: &Config, files: &[PathBuf], url: Option<&str>) -> anyhow::Res
                 .header("x-tenure-timestamp", ts.to_string())
                 .header(
                     "x-tenure-signature",
-                    tenure_ingest::signature::sign(secret.expose().as_bytes(), ts, &body),
+                    tenure_sources::signature::sign_generic(secret.expose().as_bytes(), ts, &body),
                 )
                 .body(body)
                 .send()

@@ -18,6 +18,10 @@ pub const JOBS_STREAM: &str = "TENURE_JOBS";
 pub const QUARANTINE_STREAM: &str = "TENURE_QUARANTINE";
 pub const DLQ_STREAM: &str = "TENURE_DLQ";
 pub const FETCH_STREAM: &str = "TENURE_FETCH";
+/// IdP notifications waiting for their re-fetch from the IdP's API; apart
+/// from `TENURE_FETCH`, whose worker reads every `tenure.fetch.>` subject as
+/// an HR fetch.
+pub const IDP_FETCH_STREAM: &str = "TENURE_IDP_FETCH";
 
 pub mod subjects {
     pub fn ingest(source: &str) -> String {
@@ -147,6 +151,14 @@ impl Bus {
                 duplicate_window,
                 // The fetch worker quarantines what it cannot complete
                 // after its redeliveries; a week bounds anything left.
+                max_age: 7 * day,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            },
+            stream::Config {
+                name: IDP_FETCH_STREAM.into(),
+                subjects: vec!["tenure.idp_fetch.>".into()],
+                duplicate_window: duplicate_window.min(Duration::from_secs(3600)),
                 max_age: 7 * day,
                 storage: stream::StorageType::File,
                 ..Default::default()

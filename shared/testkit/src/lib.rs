@@ -148,7 +148,44 @@ pub struct ScimServer {
 }
 
 impl ScimServer {
+    /// Starts a server on a free port. A free port can be taken by another
+    /// test's server between choosing it and binding it; then the port
+    /// answers, but not to this server's token, and another port is tried.
     pub fn start() -> anyhow::Result<Self> {
+        let mut last = None;
+        for _ in 0..5 {
+            let mut server = Self::start_once()?;
+            if server.answers_own_token() {
+                return Ok(server);
+            }
+            let _ = server.child.kill();
+            last = Some(server.port);
+        }
+        anyhow::bail!("scim2-server: ports kept being taken by other servers (last {last:?})")
+    }
+
+    /// Whether the server on `port` is this one: it accepts this token.
+    fn answers_own_token(&mut self) -> bool {
+        use std::io::{Read, Write};
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+        let request = format!(
+            "GET /probe/v2/Users?count=0 HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
+            self.token
+        );
+        if conn.write_all(request.as_bytes()).is_err() {
+            return false;
+        }
+        let mut head = [0u8; 12];
+        conn.read_exact(&mut head).is_ok() && head.ends_with(b"200")
+    }
+
+    fn start_once() -> anyhow::Result<Self> {
         let port = free_port();
         let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
         let mut child = Command::new(scim2_server_bin())
