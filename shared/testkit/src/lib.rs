@@ -141,54 +141,148 @@ pub fn scim2_server_bin() -> String {
     "scim2-server".into()
 }
 
+/// The fault modes of `tests/peers/scim_faults.py`, for
+/// [`ScimServer::start_with_faults`]; tests/peers/README.md describes them.
+pub const SCIM_FAULTS: &[&str] = &[
+    "members-by-username",
+    "count-500",
+    "require-name-formatted",
+    "reject-email-type-primary",
+    "duplicate-500",
+    "no-filter",
+    "reject-member-path-filter",
+    "html-errors",
+    "no-patch-groups",
+    "content-type-json-only",
+];
+
+/// The Python of the virtualenv holding scim2-server, which runs the fault
+/// server on top of scim2-server's own code.
+fn scim_python() -> PathBuf {
+    let bin = PathBuf::from(scim2_server_bin());
+    if let Some(python) = bin.parent().map(|d| d.join("python")) {
+        if python.exists() {
+            return python;
+        }
+    }
+    let venv = workspace_root().join(".venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
+
+/// One request as the fault server received it (`GET /_faults/requests`).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+pub struct ReceivedRequest {
+    pub method: String,
+    /// The path with its tenant: `/<tenant>/v2/Users/<id>`.
+    pub path: String,
+    pub query: String,
+    /// Only for a request with a body.
+    pub content_type: Option<String>,
+    /// The body as JSON, as a JSON string when it is not JSON, null when empty.
+    pub body: serde_json::Value,
+    /// The status the server answered, faults included.
+    pub status: u16,
+}
+
 pub struct ScimServer {
     child: Child,
     pub port: u16,
     pub token: String,
+    /// `None` for the plain scim2-server command.
+    faults: Option<Vec<String>>,
 }
 
 impl ScimServer {
-    /// Starts a server on a free port. A free port can be taken by another
-    /// test's server between choosing it and binding it; then the port
-    /// answers, but not to this server's token, and another port is tried.
+    /// Starts a plain scim2-server on a free port.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_checked(None)
+    }
+
+    /// Starts a scim2-server that misbehaves in the given ways, named as in
+    /// [`SCIM_FAULTS`]: `tests/peers/scim_faults.py` around scim2-server.
+    /// With no fault it behaves as scim2-server, and still keeps the log of
+    /// [`Self::requests`].
+    ///
+    /// A free port can be taken by another test's server between choosing it
+    /// and binding it; then the port answers, but not to this server's token,
+    /// and another port is tried.
+    pub fn start_with_faults(faults: &[&str]) -> anyhow::Result<Self> {
+        if let Some(unknown) = faults.iter().find(|f| !SCIM_FAULTS.contains(f)) {
+            anyhow::bail!("unknown SCIM fault {unknown:?}; known: {SCIM_FAULTS:?}");
+        }
+        Self::start_checked(Some(faults.iter().map(|f| f.to_string()).collect()))
+    }
+
+    fn start_checked(faults: Option<Vec<String>>) -> anyhow::Result<Self> {
         let mut last = None;
         for _ in 0..5 {
-            let mut server = Self::start_once()?;
+            let mut server = Self::start_once(faults.clone())?;
             if server.answers_own_token() {
                 return Ok(server);
             }
             let _ = server.child.kill();
+            let _ = server.child.wait();
             last = Some(server.port);
         }
         anyhow::bail!("scim2-server: ports kept being taken by other servers (last {last:?})")
     }
 
-    /// Whether the server on `port` is this one: it accepts this token.
+    /// Whether the server on `port` is this one: it accepts this token. The
+    /// probe is a plain list, which every fault mode answers with 200.
     fn answers_own_token(&mut self) -> bool {
-        use std::io::{Read, Write};
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return false;
         }
-        let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-        let request = format!(
-            "GET /probe/v2/Users?count=0 HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
-            self.token
-        );
-        if conn.write_all(request.as_bytes()).is_err() {
-            return false;
-        }
-        let mut head = [0u8; 12];
-        conn.read_exact(&mut head).is_ok() && head.ends_with(b"200")
+        matches!(self.get("/probe/v2/Users"), Ok((200, _)))
     }
 
-    fn start_once() -> anyhow::Result<Self> {
+    /// A GET with this server's token over HTTP/1.0, blocking: the status and
+    /// the body.
+    fn get(&self, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.send("GET", path)
+    }
+
+    fn send(&self, method: &str, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let request = format!(
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
+            self.token
+        );
+        conn.write_all(request.as_bytes())?;
+        let mut response = Vec::new();
+        conn.read_to_end(&mut response)?;
+        let head_end = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| anyhow::anyhow!("no end of headers in the answer to {path}"))?;
+        let status = std::str::from_utf8(&response[..head_end])?
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no status in the answer to {path}"))?;
+        Ok((status, response[head_end + 4..].to_vec()))
+    }
+
+    fn start_once(faults: Option<Vec<String>>) -> anyhow::Result<Self> {
         let port = free_port();
         let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
-        let mut child = Command::new(scim2_server_bin())
+        let mut command = match &faults {
+            None => Command::new(scim2_server_bin()),
+            Some(faults) => {
+                let mut c = Command::new(scim_python());
+                c.arg(workspace_root().join("tests/peers/scim_faults.py"));
+                for fault in faults {
+                    c.args(["--fault", fault]);
+                }
+                c
+            }
+        };
+        let mut child = command
             .args([
                 "--port",
                 &port.to_string(),
@@ -201,12 +295,42 @@ impl ScimServer {
             .spawn()
             .map_err(|e| {
                 anyhow::anyhow!(
-                    "cannot start scim2-server ({}): {e}; run `just setup`",
-                    scim2_server_bin()
+                    "cannot start scim2-server ({:?}): {e}; run `just setup`",
+                    command.get_program()
                 )
             })?;
         wait_for_port(port, "scim2-server", &mut child)?;
-        Ok(Self { child, port, token })
+        Ok(Self {
+            child,
+            port,
+            token,
+            faults,
+        })
+    }
+
+    /// The requests the server received, oldest first, without the start-up
+    /// probes. Only for a server started by [`Self::start_with_faults`]
+    /// (with or without faults): the plain scim2-server keeps no log.
+    /// Blocking, but local and quick.
+    pub fn requests(&self) -> anyhow::Result<Vec<ReceivedRequest>> {
+        anyhow::ensure!(
+            self.faults.is_some(),
+            "only a server started with start_with_faults logs its requests"
+        );
+        let (status, body) = self.get("/_faults/requests")?;
+        anyhow::ensure!(status == 200, "GET /_faults/requests answered {status}");
+        let all: Vec<ReceivedRequest> = serde_json::from_slice(&body)?;
+        Ok(all
+            .into_iter()
+            .filter(|r| !r.path.starts_with("/probe/"))
+            .collect())
+    }
+
+    /// Forgets the requests received so far.
+    pub fn clear_requests(&self) -> anyhow::Result<()> {
+        let (status, _) = self.send("DELETE", "/_faults/requests")?;
+        anyhow::ensure!(status == 204, "DELETE /_faults/requests answered {status}");
+        Ok(())
     }
 
     /// Base URL of a tenant of its own: `http://127.0.0.1:P/<tenant>/v2`.
