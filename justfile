@@ -33,3 +33,4 @@ bench: setup
     source scripts/lib.sh && ensure_nats && ensure_python_peers && TENURE_BIN="$PWD/target/release/tenure" cargo run --release -q -p tenure-e2e --bin bench-termination
     source scripts/lib.sh && ensure_nats && ensure_python_peers && TENURE_BIN="$PWD/target/release/tenure" cargo run --release -q -p tenure-e2e --bin bench-schedule
     source scripts/lib.sh && ensure_nats && ensure_python_peers && TENURE_BIN="$PWD/target/release/tenure" cargo run --release -q -p tenure-e2e --bin bench-fanout
+    source scripts/lib.sh && ensure_nats && ensure_python_peers && TENURE_BIN="$PWD/target/release/tenure" cargo run --release -q -p tenure-e2e --bin bench-apply

@@ -76,6 +76,9 @@ pub struct Options {
     pub git: String,
     /// Put a fault-injecting proxy between Tenure and the wiki app.
     pub proxy_wiki: bool,
+    /// Fault modes of the wiki app's SCIM server (see
+    /// `ScimServer::start_with_faults`); with any, its requests are logged.
+    pub wiki_faults: Vec<&'static str>,
     /// Top-level blocks appended to the config (`[[source]]`, `[[idp]]`).
     pub extra: String,
 }
@@ -88,6 +91,7 @@ impl Default for Options {
             wiki: String::new(),
             git: String::new(),
             proxy_wiki: false,
+            wiki_faults: Vec::new(),
             extra: String::new(),
         }
     }
@@ -115,11 +119,16 @@ impl Stack {
             wiki: wiki_extra,
             git: git_extra,
             proxy_wiki,
+            wiki_faults,
             extra,
         } = options;
         let nats = NatsServer::start()?;
         let db = TestDb::create().await?;
-        let scim = ScimServer::start()?;
+        let scim = if wiki_faults.is_empty() {
+            ScimServer::start()?
+        } else {
+            ScimServer::start_with_faults(&wiki_faults)?
+        };
         let scim_git = ScimServer::start()?;
         let proxy = match proxy_wiki {
             true => Some(tenure_testkit::fault::FaultProxy::start(scim.port).await?),
@@ -282,6 +291,16 @@ user_name = "email_local_part"
     pub fn start_fanout(&mut self) -> anyhow::Result<()> {
         let n = std::fs::read_dir(self.dir.path())?.count();
         self.fanout = Some(self.spawn(&["run", "fanout"], &format!("fanout-{n}.log"))?);
+        Ok(())
+    }
+
+    /// Stops the ingest/engine/api process (SIGKILL), e.g. to start it
+    /// again with another configuration.
+    pub fn stop_core(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.core.take() {
+            c.kill()?;
+            c.wait()?;
+        }
         Ok(())
     }
 

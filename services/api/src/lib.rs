@@ -76,8 +76,10 @@ pub fn router_with(state: ApiState) -> Router {
         .route("/v1/persons/{key}/timeline", get(get_timeline))
         .route("/v1/accounts", get(list_accounts))
         .route("/v1/schedules", get(list_schedules))
+        .route("/v1/identities", get(list_identities))
         .route("/v1/audit/verify", get(verify))
         .route("/v1/dlq", get(list_dlq))
+        .route("/v1/dlq/{sequence}", get(get_dlq))
         .route("/v1/dlq/{sequence}/redrive", post(redrive))
         .route("/v1/staged", get(list_staged))
         .route("/v1/apps/{app}/approve", post(approve))
@@ -138,7 +140,22 @@ async fn list_persons(State(pool): State<PgPool>, Query(q): Query<ListQuery>) ->
     }
 }
 
+/// PostgreSQL text cannot hold NUL, so such a key names no person; asking
+/// the database anyway only produces an encoding error and a warning.
+fn no_such_key(key: &str) -> Option<Response> {
+    key.contains('\0').then(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no person matches {key:?}"),
+        )
+    })
+}
+
 async fn get_person(State(pool): State<PgPool>, Path(key): Path<String>) -> Response {
+    if let Some(r) = no_such_key(&key) {
+        return r;
+    }
     match queries::find_person(&pool, &key).await {
         Ok(Some(p)) => match queries::accounts(&pool, None, Some(p.person_id)).await {
             Ok(accounts) => Json(json!({ "person": p, "accounts": accounts })).into_response(),
@@ -154,6 +171,9 @@ async fn get_person(State(pool): State<PgPool>, Path(key): Path<String>) -> Resp
 }
 
 async fn get_timeline(State(pool): State<PgPool>, Path(key): Path<String>) -> Response {
+    if let Some(r) = no_such_key(&key) {
+        return r;
+    }
     let id = match Uuid::parse_str(&key) {
         Ok(id) => Some(id),
         Err(_) => match queries::find_person(&pool, &key).await {
@@ -186,6 +206,28 @@ async fn list_accounts(State(pool): State<PgPool>, Query(q): Query<ListQuery>) -
     }
 }
 
+#[derive(Deserialize)]
+struct IdentitiesQuery {
+    idp: Option<String>,
+    #[serde(default)]
+    unlinked: bool,
+    limit: Option<i64>,
+}
+
+async fn list_identities(State(pool): State<PgPool>, Query(q): Query<IdentitiesQuery>) -> Response {
+    match queries::identities(
+        &pool,
+        q.idp.as_deref(),
+        q.unlinked,
+        q.limit.unwrap_or(1000).clamp(1, 10_000),
+    )
+    .await
+    {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => db_error(e),
+    }
+}
+
 async fn list_schedules(State(pool): State<PgPool>, Query(q): Query<ListQuery>) -> Response {
     match queries::schedules(&pool, q.limit.unwrap_or(100).clamp(1, 1000)).await {
         Ok(rows) => Json(rows).into_response(),
@@ -210,6 +252,7 @@ async fn verify(State(pool): State<PgPool>) -> Response {
 #[derive(Deserialize)]
 struct DlqQuery {
     app: Option<String>,
+    consumer: Option<String>,
     limit: Option<usize>,
 }
 
@@ -221,15 +264,40 @@ fn no_bus() -> Response {
     )
 }
 
+/// Dead letters of both kinds, each labelled by `kind`: `job` (a fanout
+/// job) or `message` (any message a consumer or relay gave up on).
 async fn list_dlq(State(state): State<ApiState>, Query(q): Query<DlqQuery>) -> Response {
     let Some(bus) = state.bus.as_ref() else {
         return no_bus();
     };
+    let filter = tenure_bus::dlq::DeadFilter {
+        app: q.app,
+        consumer: q.consumer,
+    };
     match bus
-        .list_dlq(q.app.as_deref(), q.limit.unwrap_or(100).clamp(1, 10_000))
+        .list_dead(&filter, q.limit.unwrap_or(100).clamp(1, 10_000))
         .await
     {
         Ok(entries) => Json(entries).into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+async fn get_dlq(State(state): State<ApiState>, Path(sequence): Path<u64>) -> Response {
+    let Some(bus) = state.bus.as_ref() else {
+        return no_bus();
+    };
+    match bus.dead_entry(sequence).await {
+        Ok(Some(entry)) => Json(entry).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no dead letter #{sequence}"),
+        ),
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -242,8 +310,14 @@ async fn redrive(State(state): State<ApiState>, Path(sequence): Path<u64>) -> Re
     let Some(bus) = state.bus.as_ref() else {
         return no_bus();
     };
-    match bus.redrive(sequence, state.partitions).await {
-        Ok(Some(job)) => Json(json!({ "redriven": sequence, "job": job })).into_response(),
+    match ops::redrive(&state.pool, bus, sequence, state.partitions).await {
+        Ok(Some(tenure_bus::dlq::Redriven::Job { job })) => {
+            Json(json!({ "redriven": sequence, "kind": "job", "job": job })).into_response()
+        }
+        Ok(Some(tenure_bus::dlq::Redriven::Message { consumer, subject })) => Json(json!({
+            "redriven": sequence, "kind": "message", "consumer": consumer, "subject": subject
+        }))
+        .into_response(),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -316,8 +390,14 @@ pub async fn run(
     };
     let listener = tokio::net::TcpListener::bind(&cfg.api.listen).await?;
     info!(listen = %listener.local_addr()?, "api listening");
-    axum::serve(listener, router_with(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    let a = &cfg.api;
+    let limits = tenure_http::Limits {
+        header_read_timeout: std::time::Duration::from_secs(a.header_read_timeout_secs),
+        request_timeout: std::time::Duration::from_secs(a.request_timeout_secs),
+        idle_timeout: std::time::Duration::from_secs(a.idle_timeout_secs),
+        max_connections: a.max_connections,
+        max_connections_per_client: a.max_connections_per_client,
+    };
+    tenure_http::serve("api", listener, router_with(state), limits, shutdown).await?;
     Ok(())
 }

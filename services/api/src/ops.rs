@@ -69,3 +69,43 @@ pub async fn approve(
     }
     Ok(released)
 }
+
+/// Redrives dead letter `sequence`, of either kind. For a fanout job, the
+/// person's open dead letter in the app is closed first (with
+/// `DeadLetterRedriven` on the account stream): the fanout skips jobs of a
+/// dead-lettered person, so the redriven job must find it closed.
+pub async fn redrive(
+    pool: &PgPool,
+    bus: &Bus,
+    sequence: u64,
+    partitions: u32,
+) -> anyhow::Result<Option<tenure_bus::dlq::Redriven>> {
+    if let Some(tenure_bus::dlq::DeadEntry::Job(entry)) = bus.dead_entry(sequence).await? {
+        let job = &entry.letter.job;
+        let event = tenure_store::NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: "DeadLetterRedriven".into(),
+            data: serde_json::json!({ "sequence": sequence }),
+            metadata: tenure_store::Metadata {
+                correlation_id: job.correlation_id,
+                causation_id: job.causation_id,
+                person_id: Some(job.person_id),
+                app: Some(job.app.clone()),
+                source: None,
+                actor: "operator".into(),
+                effective_at: None,
+            },
+        };
+        let mut tx = pool.begin().await?;
+        tenure_store::dead_letters::close_dead_letter(
+            &mut tx,
+            &job.app,
+            job.person_id,
+            &format!("account-{}-{}", job.app, job.person_id),
+            &event,
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(bus.redrive_any(sequence, partitions).await?)
+}

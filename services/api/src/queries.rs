@@ -13,6 +13,9 @@ pub struct PersonRow {
     pub source_person_id: String,
     pub status: String,
     pub attributes: serde_json::Value,
+    /// Display names of the IdP groups the person's linked identities are
+    /// in (what rules see as `person.groups`), sorted.
+    pub groups: serde_json::Value,
     pub version: i64,
     pub updated_at: DateTime<Utc>,
 }
@@ -34,13 +37,14 @@ fn person(r: &sqlx::postgres::PgRow) -> Result<PersonRow, sqlx::Error> {
         source_person_id: r.try_get("source_person_id")?,
         status: r.try_get("status")?,
         attributes: r.try_get("attributes")?,
+        groups: r.try_get("groups")?,
         version: r.try_get("version")?,
         updated_at: r.try_get("updated_at")?,
     })
 }
 
 const PERSON_COLUMNS: &str =
-    "person_id, source, source_person_id, status, attributes, version, updated_at";
+    "person_id, source, source_person_id, status, attributes, groups, version, updated_at";
 
 pub async fn persons(pool: &PgPool, limit: i64) -> Result<Vec<PersonRow>, sqlx::Error> {
     let sql = format!("SELECT {PERSON_COLUMNS} FROM persons ORDER BY updated_at DESC LIMIT $1");
@@ -194,6 +198,71 @@ pub async fn schedules(pool: &PgPool, limit: i64) -> Result<Vec<ScheduleRow>, sq
                 due_at,
                 time_zone,
                 due_local,
+            })
+        })
+        .collect()
+}
+
+/// One IdP identity as the engine last applied it, and the HR person it is
+/// linked to (none: no person correlates yet).
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityRow {
+    pub provider: String,
+    pub idp_id: String,
+    pub user_name: String,
+    pub emails: serde_json::Value,
+    pub employee_number: Option<String>,
+    pub active: Option<bool>,
+    pub groups: serde_json::Value,
+    pub deleted: bool,
+    pub person_id: Option<Uuid>,
+    /// The linked person's work e-mail and source id, for reading.
+    pub person_email: Option<String>,
+    pub person_source_id: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// IdP identities, by provider and user name; `unlinked` keeps only those
+/// no HR person correlates with.
+pub async fn identities(
+    pool: &PgPool,
+    provider: Option<&str>,
+    unlinked: bool,
+    limit: i64,
+) -> Result<Vec<IdentityRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT i.provider, i.idp_id, i.user_name,
+                COALESCE(i.snapshot->'emails', '[]') AS emails,
+                i.snapshot->>'employee_number' AS employee_number,
+                (i.snapshot->>'active')::boolean AS active,
+                COALESCE(i.snapshot->'groups', '[]') AS groups,
+                i.deleted, i.person_id, i.updated_at,
+                p.attributes->>'email' AS person_email, p.source_person_id AS person_source_id
+         FROM idp_identities i LEFT JOIN persons p ON p.person_id = i.person_id
+         WHERE ($1::text IS NULL OR i.provider = $1) AND (NOT $2 OR i.person_id IS NULL)
+         ORDER BY i.provider, lower(i.user_name), i.idp_id
+         LIMIT $3",
+    )
+    .bind(provider)
+    .bind(unlinked)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(IdentityRow {
+                provider: r.try_get("provider")?,
+                idp_id: r.try_get("idp_id")?,
+                user_name: r.try_get("user_name")?,
+                emails: r.try_get("emails")?,
+                employee_number: r.try_get("employee_number")?,
+                active: r.try_get("active")?,
+                groups: r.try_get("groups")?,
+                deleted: r.try_get("deleted")?,
+                person_id: r.try_get("person_id")?,
+                person_email: r.try_get("person_email")?,
+                person_source_id: r.try_get("person_source_id")?,
+                updated_at: r.try_get("updated_at")?,
             })
         })
         .collect()

@@ -111,6 +111,47 @@ async fn with_a_token_operators_list_and_redrive_dead_letters_and_approve_held_c
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list[0]["sequence"], seq);
     assert_eq!(list[0]["reason"], "refused");
+    assert_eq!(list[0]["kind"], "job");
+    // A message a consumer gave up on is listed beside jobs, labelled.
+    let poison = bus
+        .dead_letter_message(&tenure_bus::dlq::DeadMessage::new(
+            "engine",
+            "tenure.ingest.generic",
+            "TENURE_INGEST:7".into(),
+            b"{\"email\":\"x\"}",
+            vec![],
+            5,
+            "index row size 9016 exceeds btree version 4 maximum 2704",
+        ))
+        .await?;
+    let (_, list) = call(&app, "GET", "/v1/dlq", Some("op-token"), "").await?;
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    assert_eq!(list[1]["kind"], "message");
+    assert_eq!(list[1]["consumer"], "engine");
+    assert_eq!(list[1]["payload_text"], "{\"email\":\"x\"}");
+    let (_, only) = call(&app, "GET", "/v1/dlq?consumer=engine", Some("op-token"), "").await?;
+    assert_eq!(only.as_array().map(Vec::len), Some(1), "{only}");
+    let (status, shown) = call(
+        &app,
+        "GET",
+        &format!("/v1/dlq/{poison}"),
+        Some("op-token"),
+        "",
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(shown["error"].as_str().is_some_and(|e| e.contains("2704")));
+    let (status, body) = call(
+        &app,
+        "POST",
+        &format!("/v1/dlq/{poison}/redrive"),
+        Some("op-token"),
+        "",
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["kind"], "message");
+    assert_eq!(body["subject"], "tenure.ingest.generic");
     let (status, body) = call(
         &app,
         "POST",

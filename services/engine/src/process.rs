@@ -2,6 +2,7 @@
 //! and commit events, projections, schedules and outbox rows in the
 //! caller's transaction.
 
+use crate::snapshot::{self, load, Loaded};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use tenure_bus::{subjects, IdentityEnvelope, IngestEnvelope, Job};
@@ -23,12 +24,38 @@ pub enum ProcessError {
     Db(#[from] sqlx::Error),
     #[error("stored event {0} does not decode: {1}")]
     Corrupt(Uuid, String),
+    #[error("person snapshot cannot be written: {0}")]
+    Snapshot(String),
 }
 
 impl ProcessError {
-    /// Another writer changed the person first; deciding again is correct.
+    fn database_code(&self) -> Option<String> {
+        let e = match self {
+            ProcessError::Db(e) | ProcessError::Store(StoreError::Database(e)) => e,
+            _ => return None,
+        };
+        Some(e.as_database_error()?.code()?.into_owned())
+    }
+
+    /// Another writer changed the person first (or the database broke a
+    /// deadlock between two): deciding again is correct.
     pub fn is_conflict(&self) -> bool {
         matches!(self, ProcessError::Store(StoreError::Conflict { .. }))
+            || matches!(self.database_code().as_deref(), Some("40001" | "40P01"))
+    }
+
+    /// The same input would fail the same way on every delivery: the
+    /// database refuses a value (data exceptions, constraint violations,
+    /// limits such as an index row too large), or stored data does not
+    /// decode. Connection and availability errors are not permanent.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ProcessError::Corrupt(..) | ProcessError::Snapshot(_) => true,
+            ProcessError::Store(StoreError::Decode(_) | StoreError::Encode(_)) => true,
+            _ => self
+                .database_code()
+                .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("54")),
+        }
     }
 }
 
@@ -40,6 +67,9 @@ pub struct Engine {
     pub partitions: u32,
     /// How each identity provider's users are matched to HR persons.
     pub correlation: HashMap<String, Correlation>,
+    /// Events after a person's stored snapshot at which a new one is
+    /// written; what a load folds at most (plus one decision's events).
+    pub snapshot_every: i64,
 }
 
 impl Engine {
@@ -55,6 +85,7 @@ impl Engine {
                 .iter()
                 .map(|i| (i.name.clone(), i.correlate))
                 .collect(),
+            snapshot_every: i64::from(cfg.engine.snapshot_every.max(1)),
         })
     }
 }
@@ -63,6 +94,9 @@ impl Engine {
 pub enum Applied {
     /// This delivery was processed before; nothing was written.
     AlreadyProcessed,
+    /// An IdP snapshot older than the one already applied for the same
+    /// user; nothing was written.
+    Stale,
     Recorded {
         person_id: Uuid,
         events: Vec<String>,
@@ -78,43 +112,6 @@ pub use tenure_domain::person::person_id_for;
 
 pub fn person_stream(id: Uuid) -> String {
     format!("person-{id}")
-}
-
-/// The person's aggregate as stored, plus where each received record sits
-/// in the stream (so later decisions can name it as their cause).
-struct Loaded {
-    state: Person,
-    version: i64,
-    /// (source, delivery id) → (event id, correlation id); delivery ids are
-    /// only unique within a source.
-    records: HashMap<(String, String), (Uuid, Uuid)>,
-}
-
-async fn load(conn: &mut PgConnection, person_id: Uuid) -> Result<Loaded, ProcessError> {
-    let history = tenure_store::read_stream(&mut *conn, &person_stream(person_id)).await?;
-    let mut state = Person::default();
-    let mut records = HashMap::new();
-    for e in &history {
-        let event = PersonEvent::from_stored(&e.event_type, e.data.clone())
-            .map_err(|err| ProcessError::Corrupt(e.event_id, err.to_string()))?;
-        if let PersonEvent::SourceRecordReceived {
-            source,
-            delivery_id,
-            ..
-        } = &event
-        {
-            records.insert(
-                (source.clone(), delivery_id.clone()),
-                (e.event_id, e.metadata.correlation_id),
-            );
-        }
-        state = evolve(state, &event);
-    }
-    Ok(Loaded {
-        state,
-        version: history.last().map_or(0, |e| e.version),
-        records,
-    })
 }
 
 /// Serialises engines on one person for the rest of the transaction.
@@ -162,7 +159,7 @@ pub async fn apply_envelope(
     let person_id = person_id_for(&env.source, &env.record.person_id);
     tracing::Span::current().record("person", tracing::field::display(person_id));
     lock_person(&mut tx, person_id).await?;
-    let loaded = load(&mut tx, person_id).await?;
+    let loaded = load(&mut tx, person_id, now).await?;
     let decided = decide(
         &loaded.state,
         &Command::ApplyRecord {
@@ -259,11 +256,14 @@ pub async fn apply_identity(
     } else {
         correlate(&mut tx, how, &keys).await?
     };
-    sqlx::query(
-        "INSERT INTO idp_identities (provider, idp_id, user_name, keys, snapshot, person_id, deleted, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+    // Snapshots of one user can arrive out of order (a redelivery after a
+    // failure, two engines): only one newer than the stored one is applied.
+    let newer = sqlx::query(
+        "INSERT INTO idp_identities (provider, idp_id, user_name, keys, snapshot, person_id, deleted, sequence, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
          ON CONFLICT (provider, idp_id) DO UPDATE SET user_name = $3, keys = $4, snapshot = $5,
-             person_id = $6, deleted = $7, updated_at = now()",
+             person_id = $6, deleted = $7, sequence = COALESCE($8, idp_identities.sequence), updated_at = now()
+         WHERE $8 IS NULL OR idp_identities.sequence IS NULL OR idp_identities.sequence < $8",
     )
     .bind(&identity.provider)
     .bind(&identity.idp_id)
@@ -272,8 +272,19 @@ pub async fn apply_identity(
     .bind(serde_json::to_value(identity).unwrap_or_default())
     .bind(matched)
     .bind(identity.deleted)
+    .bind(env.sequence)
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected();
+    if newer == 0 {
+        // The delivery stays recorded in the inbox: it is settled, not lost.
+        tx.commit().await?;
+        tracing::info!(
+            sequence = env.sequence,
+            "an older identity snapshot than the one applied; ignored"
+        );
+        return Ok(Applied::Stale);
+    }
 
     let mut events = Vec::new();
     let mut jobs = Vec::new();
@@ -433,7 +444,7 @@ async fn sync_identity(
     now: DateTime<Utc>,
 ) -> Result<(Vec<String>, Vec<String>), ProcessError> {
     lock_person(conn, person_id).await?;
-    let loaded = load(&mut *conn, person_id).await?;
+    let loaded = load(&mut *conn, person_id, now).await?;
     let decided = decide(
         &loaded.state,
         &Command::ApplyIdentity {
@@ -473,10 +484,10 @@ pub async fn tick_person(
     due_from: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<Vec<String>, ProcessError> {
-    let loaded = load(&mut *conn, person_id).await?;
     // Step through every wakeup from the oldest due one, so transitions
     // missed during an outage are recorded at their own instants.
     let from = due_from.map_or(now, |t| t - chrono::Duration::microseconds(1));
+    let loaded = load(&mut *conn, person_id, from.min(now)).await?;
     let steps = catch_up(&loaded.state, &engine.ctx, from, now);
     let mut state = loaded.state.clone();
     let mut decided = Vec::with_capacity(steps.len());
@@ -542,6 +553,23 @@ async fn persist(
     };
     let after = decided.iter().fold(loaded.state.clone(), evolve);
     let new_version = recorded.last().map_or(loaded.version, |e| e.version);
+    if new_version - loaded.snapshot_version >= engine.snapshot_every {
+        let mut records = loaded.records.clone();
+        for (event, r) in decided.iter().zip(&recorded) {
+            if let PersonEvent::SourceRecordReceived {
+                source,
+                delivery_id,
+                ..
+            } = event
+            {
+                records.insert(
+                    (source.clone(), delivery_id.clone()),
+                    (r.event_id, r.metadata.correlation_id),
+                );
+            }
+        }
+        snapshot::save(&mut *conn, person_id, new_version, &after, &records, now).await?;
+    }
 
     // A person known only from future-dated records is listed as
     // `scheduled`, with the attributes of the earliest of them.

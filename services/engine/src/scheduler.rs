@@ -162,13 +162,18 @@ async fn reconcile_app(
 ) -> Result<(), ProcessError> {
     // Decide everyone again first, so a changed rule or a new app takes
     // effect; then ask the fanout to repair drift for whoever has an
-    // entitlement in the app.
+    // entitlement in the app, except persons whose job is dead-lettered
+    // there: the app refused them until an operator redrives them (or the
+    // person changes), and retrying them every run only burns deliveries.
     reevaluate(conn, engine, now).await?;
-    let persons: Vec<Uuid> =
-        sqlx::query_scalar("SELECT person_id FROM entitlements WHERE app = $1")
-            .bind(app)
-            .fetch_all(&mut *conn)
-            .await?;
+    let persons: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT e.person_id FROM entitlements e
+         WHERE e.app = $1 AND NOT EXISTS (
+             SELECT 1 FROM open_dead_letters d WHERE d.app = e.app AND d.person_id = e.person_id)",
+    )
+    .bind(app)
+    .fetch_all(&mut *conn)
+    .await?;
     let run = Uuid::new_v5(
         &Uuid::NAMESPACE_OID,
         format!("cron:{app}:{}", now.timestamp_micros()).as_bytes(),

@@ -31,6 +31,7 @@ fn apps() -> Engine {
             apps: vec![AppPolicy::new("wiki"), git],
         },
         partitions: 4,
+        snapshot_every: 50,
         correlation: Default::default(),
     }
 }

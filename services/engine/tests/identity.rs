@@ -31,6 +31,7 @@ fn engine(how: Correlation) -> anyhow::Result<Engine> {
             apps: vec![AppPolicy::new("wiki"), git],
         },
         partitions: 4,
+        snapshot_every: 50,
         correlation: HashMap::from([("authentik".to_string(), how)]),
     })
 }
@@ -58,6 +59,7 @@ fn identity(
     deleted: bool,
 ) -> IdentityEnvelope {
     IdentityEnvelope {
+        sequence: Some(i64::from(seq)),
         delivery_id: format!("scim:{seq}"),
         received_at: Utc::now(),
         correlation_id: Uuid::new_v4(),
@@ -286,5 +288,62 @@ async fn an_identity_matching_two_persons_links_neither() -> anyhow::Result<()> 
             Some("revoked")
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_older_snapshot_delivered_after_a_newer_one_leaves_the_newer_groups(
+) -> anyhow::Result<()> {
+    let (_db, pool) = db().await?;
+    let engine = engine(Correlation::Email)?;
+    apply_envelope(
+        &pool,
+        &engine,
+        &hire("E-1", "bo@example.com", "4711", "d1")?,
+        now(),
+    )
+    .await?;
+    let bo = person_id_for("generic", "E-1");
+    let newer = identity("ak-1", "bo@example.com", &["developers", "staff"], 7, false);
+    apply_identity(&pool, &engine, &newer, now()).await?;
+    assert_eq!(
+        entitlement(&pool, "git", bo).await?.as_deref(),
+        Some("active")
+    );
+
+    // Snapshot 5 failed once and comes back after 7 was applied: it must
+    // not take the person out of "developers" again.
+    let older = identity("ak-1", "bo@example.com", &["staff"], 5, false);
+    assert_eq!(
+        apply_identity(&pool, &engine, &older, now()).await?,
+        Applied::Stale
+    );
+    assert_eq!(
+        groups(&pool, bo).await?,
+        serde_json::json!(["developers", "staff"])
+    );
+    assert_eq!(
+        entitlement(&pool, "git", bo).await?.as_deref(),
+        Some("active")
+    );
+    let synced: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'IdentitySynced'")
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(synced, 1, "the stale snapshot recorded nothing");
+    // Settled all the same: delivering it again is a plain duplicate.
+    assert_eq!(
+        apply_identity(&pool, &engine, &older, now()).await?,
+        Applied::AlreadyProcessed
+    );
+
+    // A newer one still applies.
+    let newest = identity("ak-1", "bo@example.com", &["staff"], 8, false);
+    apply_identity(&pool, &engine, &newest, now()).await?;
+    assert_eq!(groups(&pool, bo).await?, serde_json::json!(["staff"]));
+    assert_eq!(
+        entitlement(&pool, "git", bo).await?.as_deref(),
+        Some("revoked")
+    );
     Ok(())
 }

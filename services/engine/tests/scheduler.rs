@@ -34,6 +34,7 @@ fn engine() -> Engine {
             apps: vec![AppPolicy::new("wiki")],
         },
         partitions: 4,
+        snapshot_every: 50,
         correlation: Default::default(),
     }
 }

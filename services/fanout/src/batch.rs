@@ -266,11 +266,7 @@ impl AppWorker {
                 user_name: mapping::user_name(&self.app, job.person_id, &p.attributes),
                 version: versions.get(&stream).copied().unwrap_or(0),
                 stream,
-                audit: Audit {
-                    job,
-                    app,
-                    events: Vec::new(),
-                },
+                audit: Audit::new(job, app),
                 result: None,
                 fallback: None,
             });
@@ -339,6 +335,26 @@ impl AppWorker {
             }
             let chunk = &items[range.clone()];
             let members = &creates[range];
+            // Each create's intent is committed before the request, so a
+            // crash during it leaves "attempted, outcome unknown" in the
+            // audit; without that record nothing is sent now and the
+            // members are reconciled one by one below.
+            let ops: HashMap<usize, &Op> = members.iter().map(|(k, item)| (*k, &item.op)).collect();
+            let intents: Vec<_> = work
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(k, w)| {
+                    let (kind, data) = crate::worker::intent(ops.get(&k)?)?;
+                    Some((&mut w.audit, kind, data))
+                })
+                .collect();
+            if let Err(e) = self.record_intents(intents).await {
+                tracing::warn!(error = %e, "cannot record the intents of a bulk request; creating one by one");
+                for (k, _) in members {
+                    work[*k].fallback = Some(Fallback::Full);
+                }
+                continue;
+            }
             if let Some(l) = &self.limiter {
                 l.until_ready().await;
             }
@@ -366,7 +382,8 @@ impl AppWorker {
                                 } else if e.is_retryable() {
                                     w.fallback = Some(Fallback::Full);
                                 } else {
-                                    w.result = Some(Ok((Outcome::Failed(e.to_string()), None)));
+                                    let reason = crate::worker::refusal(&e);
+                                    w.result = Some(Ok((Outcome::Failed(reason), None)));
                                 }
                             }
                             None => w.fallback = Some(Fallback::Full),

@@ -6,8 +6,10 @@
 
 pub mod batch;
 pub mod breaker;
+pub mod decide;
 pub mod groups;
 pub mod mapping;
+mod server_behaviour;
 pub mod sweep;
 pub mod worker;
 
@@ -88,8 +90,13 @@ pub async fn app_worker(
         (Some(secret), None) => Auth::Bearer(secret.resolve()?.expose().to_string()),
         (None, _) => Auth::None,
     };
-    let client = ScimClient::new(&app.base_url, auth, fanout.request_timeout())?;
     let profile = app.scim_profile()?;
+    let client = ScimClient::for_profile(&app.base_url, auth, fanout.request_timeout(), &profile)?;
+    // A server's Retry-After pauses the whole app, at most as long as one
+    // call would ever wait.
+    client
+        .pause()
+        .set_cap(Duration::from_millis(fanout.max_delay_ms));
     let caps = match client.discover(&profile).await {
         Ok((found, _)) => found,
         Err(e) => {
@@ -128,6 +135,22 @@ struct AppRuntime {
     partitions: u32,
     /// Set when an account changed; the group loop then syncs the groups.
     groups_dirty: std::sync::atomic::AtomicBool,
+    /// Jobs in flight in this process, all apps together: each holds a
+    /// database connection for its lease, so they must leave room in the
+    /// shared pool for everything else.
+    job_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Connections of the process's pool that fanout jobs leave to others: the
+/// engine's two notification listeners when it shares the process, and
+/// room for short transactions (a job's second connection for the
+/// mass-change guard, dead letters, the engine, the API).
+pub const POOL_HEADROOM: u32 = 4;
+
+/// Fanout jobs one process runs at once over all apps: what the pool has
+/// left after [`POOL_HEADROOM`], at least one.
+pub fn job_slots(pool_size: u32) -> usize {
+    pool_size.saturating_sub(POOL_HEADROOM).max(1) as usize
 }
 
 /// Runs one consumer per app until cancelled.
@@ -137,12 +160,28 @@ pub async fn run(
     bus: Bus,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    if cfg.apps.is_empty() {
+        // Not an error: an install may start with only an IdP or sources
+        // configured. Idle until shut down rather than end the process.
+        info!("no [[app]] is configured; fanout is idle (add an app and restart to provision)");
+        shutdown.cancelled().await;
+        return Ok(());
+    }
+    let slots = job_slots(pool.options().get_max_connections());
+    info!(
+        job_slots = slots,
+        pool = pool.options().get_max_connections(),
+        "fanout job slots for all apps"
+    );
+    let job_slots = Arc::new(tokio::sync::Semaphore::new(slots));
     let mut tasks = Vec::new();
     for app in &cfg.apps {
         let runtime = Arc::new(AppRuntime {
             worker: app_worker(app, &cfg.fanout, pool.clone()).await?,
             breaker: Mutex::new(Breaker::new(BreakerConfig {
                 threshold: cfg.fanout.breaker_failures,
+                error_rate: cfg.fanout.breaker_error_rate,
+                window: Duration::from_secs(cfg.fanout.breaker_window_secs.max(1)),
                 cooldown: Duration::from_millis(cfg.fanout.breaker_cooldown_ms),
                 max_cooldown: Duration::from_millis(cfg.fanout.breaker_max_cooldown_ms),
             })),
@@ -151,6 +190,7 @@ pub async fn run(
             partitions: cfg.engine.partitions,
             // A first sync at start-up catches up with what happened while down.
             groups_dirty: std::sync::atomic::AtomicBool::new(true),
+            job_slots: job_slots.clone(),
         });
         if !app.groups.is_empty() {
             tasks.push(tokio::spawn(group_loop(runtime.clone(), shutdown.clone())));
@@ -169,9 +209,6 @@ pub async fn run(
             }
         }));
     }
-    if tasks.is_empty() {
-        warn!("no apps configured; fanout has nothing to do");
-    }
     for t in tasks {
         let _ = t.await;
     }
@@ -179,9 +216,9 @@ pub async fn run(
 }
 
 impl AppRuntime {
-    fn admit(&self) -> Admit {
+    fn admit(&self, person: Uuid) -> Admit {
         match self.breaker.lock() {
-            Ok(mut b) => b.admit(Instant::now()),
+            Ok(mut b) => b.admit(person, Instant::now()),
             Err(_) => Admit::Yes,
         }
     }
@@ -246,25 +283,88 @@ impl AppRuntime {
         }
     }
 
+    /// How long no new job should start: while the circuit is open, or
+    /// while the app asked for quiet with Retry-After.
     fn wait(&self) -> Duration {
-        self.breaker
+        let breaker = self
+            .breaker
             .lock()
             .map(|b| b.wait(Instant::now()))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        breaker.max(self.worker.client.pause().remaining())
     }
 
-    async fn record(&self, healthy: bool, error: Option<&str>) {
+    /// Whether a job may run for a person with an open dead letter in this
+    /// app. Only a newer change of the person runs it (and clears the dead
+    /// letter, with an event); anything else waits for `tenure dlq redrive`.
+    async fn passes_dead_letter(&self, job: &Job) -> bool {
+        let app = &self.worker.app.name;
+        let open =
+            match tenure_store::dead_letters::open_dead_letter(&self.worker.pool, app, job.person_id)
+                .await
+            {
+                Ok(open) => open,
+                Err(e) => {
+                    // Running a job twice is harmless; losing one is not.
+                    warn!(error = %e, "cannot read open dead letters; running the job");
+                    return true;
+                }
+            };
+        let Some(open) = open else { return true };
+        if !tenure_store::dead_letters::job_clears(&open, job.causation_id) {
+            info!(
+                dead_letter = open.sequence,
+                "the person's job is dead-lettered; skipped until `tenure dlq redrive`"
+            );
+            return false;
+        }
+        self.clear_dead_letter(job, &open).await;
+        true
+    }
+
+    async fn clear_dead_letter(&self, job: &Job, open: &tenure_store::OpenDeadLetter) {
+        let app = &self.worker.app.name;
+        let stream = account_stream(app, job.person_id);
+        let event = self.event(
+            "DeadLetterCleared",
+            json!({ "sequence": open.sequence, "reason": "the person changed since", "caused_by": job.causation_id }),
+            Some(job),
+        );
+        let result = async {
+            let mut tx = self.worker.pool.begin().await?;
+            tenure_store::dead_letters::close_dead_letter(&mut tx, app, job.person_id, &stream, &event)
+                .await?;
+            tx.commit().await?;
+            anyhow::Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => info!(dead_letter = open.sequence, "the person changed; dead letter cleared"),
+            Err(e) => warn!(error = %e, "could not clear a dead letter; the job runs anyway"),
+        }
+    }
+
+    async fn record(&self, person: Uuid, healthy: bool, error: Option<&str>) {
         let transition = match self.breaker.lock() {
-            Ok(mut b) => b.record(healthy, Instant::now()),
+            Ok(mut b) => b.record(person, healthy, Instant::now()),
             Err(_) => None,
         };
         let app = &self.worker.app.name;
         let (kind, data) = match transition {
-            Some(Transition::Opened { cooldown }) => {
-                warn!(app = %app, ?cooldown, "circuit opened: calls to the app are paused");
+            Some(Transition::Opened {
+                cooldown,
+                failing,
+                seen,
+            }) => {
+                warn!(app = %app, ?cooldown, failing, seen, "circuit opened: calls to the app are paused");
                 (
                     "CircuitOpened",
-                    json!({ "cooldown_ms": cooldown.as_millis() as u64, "last_error": error }),
+                    json!({
+                        "cooldown_ms": cooldown.as_millis() as u64,
+                        "failing_persons": failing,
+                        "persons_seen": seen,
+                        "last_error": error,
+                    }),
                 )
             }
             Some(Transition::Closed) => {
@@ -274,6 +374,23 @@ impl AppRuntime {
             None => return,
         };
         self.audit(&format!("app-{app}"), kind, data, None).await;
+    }
+
+    fn event(&self, kind: &str, data: serde_json::Value, job: Option<&Job>) -> NewEvent {
+        NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: kind.into(),
+            data,
+            metadata: Metadata {
+                correlation_id: job.map_or_else(Uuid::new_v4, |j| j.correlation_id),
+                causation_id: job.and_then(|j| j.causation_id),
+                person_id: job.map(|j| j.person_id),
+                app: Some(self.worker.app.name.clone()),
+                source: None,
+                actor: "fanout".into(),
+                effective_at: None,
+            },
+        }
     }
 
     async fn audit(&self, stream: &str, kind: &str, data: serde_json::Value, job: Option<&Job>) {
@@ -302,8 +419,17 @@ impl AppRuntime {
         }
     }
 
-    /// Files the job for operators and records that on the account stream.
-    async fn dead_letter(&self, job: &Job, reason: &str, error: &str, deliveries: u64) -> bool {
+    /// Files the job for operators and records that on the account stream,
+    /// with the open dead letter that keeps periodic reconciles away from
+    /// the person until it is redriven. `origin` names the job's message.
+    async fn dead_letter(
+        &self,
+        job: &Job,
+        reason: &str,
+        error: &str,
+        deliveries: u64,
+        origin: &str,
+    ) -> bool {
         let letter = DeadLetter {
             job: job.clone(),
             error: error.to_string(),
@@ -311,15 +437,41 @@ impl AppRuntime {
             reason: reason.to_string(),
             dead_at: chrono::Utc::now(),
         };
-        match self.bus.dead_letter(&letter).await {
+        match self.bus.dead_letter_from(&letter, origin).await {
             Ok(sequence) => {
                 warn!(
                     sequence,
                     reason, error, "job moved to the dead-letter queue"
                 );
                 let stream = account_stream(&job.app, job.person_id);
-                self.audit(&stream, "JobDeadLettered", json!({ "sequence": sequence, "reason": reason, "error": error, "deliveries": deliveries }), Some(job))
-                    .await;
+                let event = self.event(
+                    "JobDeadLettered",
+                    json!({ "sequence": sequence, "reason": reason, "error": error, "deliveries": deliveries }),
+                    Some(job),
+                );
+                let open = tenure_store::OpenDeadLetter {
+                    app: job.app.clone(),
+                    person_id: job.person_id,
+                    sequence: i64::try_from(sequence).unwrap_or(i64::MAX),
+                    reason: reason.to_string(),
+                    error: error.to_string(),
+                    deliveries: i64::try_from(deliveries).unwrap_or(i64::MAX),
+                    causation_id: job.causation_id,
+                    dead_at: letter.dead_at,
+                };
+                let recorded = async {
+                    let mut tx = self.worker.pool.begin().await?;
+                    tenure_store::dead_letters::record_dead_letter(&mut tx, &stream, &event, &open)
+                        .await?;
+                    tx.commit().await?;
+                    anyhow::Ok(())
+                }
+                .await;
+                if let Err(e) = recorded {
+                    // The letter is filed; only the periodic reconcile may
+                    // try the person again before it is redriven.
+                    warn!(stream, error = %e, "could not record the dead letter in the database");
+                }
                 true
             }
             Err(e) => {
@@ -479,18 +631,19 @@ async fn consume(
             }
         }
         let permit = slots.clone().acquire_owned().await?;
+        let shared = runtime.job_slots.clone().acquire_owned().await?;
         let runtime = runtime.clone();
         if batch.len() == 1 {
             let msg = batch.pop().expect("one message");
             tokio::spawn(async move {
                 handle(&runtime, msg, ack_wait).await;
-                drop(permit);
+                drop((permit, shared));
             });
         } else {
             let slots = slots.clone();
             tokio::spawn(async move {
                 handle_batch(&runtime, batch, ack_wait, slots).await;
-                drop(permit);
+                drop((permit, shared));
             });
         }
     }
@@ -514,12 +667,15 @@ async fn handle_batch(
     let single = |msg: async_nats::jetstream::Message| {
         let (runtime, slots) = (runtime.clone(), slots.clone());
         tokio::spawn(async move {
-            // Each single job takes its own slot, as from the consumer.
+            // Each single job takes its own slots, as from the consumer.
             let Ok(permit) = slots.acquire_owned().await else {
                 return;
             };
+            let Ok(shared) = runtime.job_slots.clone().acquire_owned().await else {
+                return;
+            };
             handle(&runtime, msg, ack_wait).await;
-            drop(permit);
+            drop((permit, shared));
         });
     };
     let mut jobs = Vec::with_capacity(msgs.len());
@@ -534,8 +690,36 @@ async fn handle_batch(
             Err(_) => single(msg),
         }
     }
+    // Dead-lettered persons are the single path's business too.
+    let persons: Vec<Uuid> = jobs.iter().map(|j| j.person_id).collect();
+    let dead: std::collections::HashSet<Uuid> =
+        match tenure_store::dead_letters::open_dead_letters_among(
+            &runtime.worker.pool,
+            &runtime.worker.app.name,
+            &persons,
+        )
+        .await
+        {
+            Ok(open) => open.into_iter().map(|d| d.person_id).collect(),
+            Err(e) => {
+                warn!(error = %e, "cannot read open dead letters; jobs run one by one");
+                persons.iter().copied().collect()
+            }
+        };
+    if !dead.is_empty() {
+        let (gated, rest): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .zip(live)
+            .partition(|(j, _)| dead.contains(&j.person_id));
+        gated.into_iter().for_each(|(_, m)| single(m));
+        (jobs, live) = rest.into_iter().unzip();
+        if jobs.is_empty() {
+            return;
+        }
+    }
     // An open or probing circuit is the single path's business.
-    match runtime.admit() {
+    let first = jobs.first().map(|j| j.person_id).unwrap_or_default();
+    match runtime.admit(first) {
         Admit::Yes => {}
         Admit::Probe => {
             runtime.abandon_probe();
@@ -610,11 +794,17 @@ async fn handle(runtime: &AppRuntime, msg: async_nats::jetstream::Message, ack_w
     };
     let span = tracing::info_span!("reconcile", app = %job.app, person = %job.person_id, correlation_id = %job.correlation_id);
     async {
+        if !runtime.passes_dead_letter(&job).await {
+            if let Err(e) = msg.ack().await {
+                warn!(error = %e, "ack failed; the job will be skipped again");
+            }
+            return;
+        }
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).max(1) as u64;
         let budget = u64::try_from(runtime.fanout.max_deliver)
             .unwrap_or(u64::MAX)
             .max(1);
-        let admitted = runtime.admit();
+        let admitted = runtime.admit(job.person_id);
         if let Admit::No { retry_in } = admitted {
             // A job turned away by an open circuit still uses a delivery;
             // on its last one it goes to the dead letters, never nowhere.
@@ -625,6 +815,7 @@ async fn handle(runtime: &AppRuntime, msg: async_nats::jetstream::Message, ack_w
                         "exhausted",
                         "the app's circuit stayed open",
                         delivered,
+                        &origin(&msg),
                     )
                     .await
             {
@@ -653,6 +844,15 @@ async fn handle(runtime: &AppRuntime, msg: async_nats::jetstream::Message, ack_w
     .await
 }
 
+/// The job message's place in its stream, which names it for good (a
+/// redriven job is a new message).
+fn origin(msg: &async_nats::jetstream::Message) -> String {
+    match msg.info() {
+        Ok(i) => format!("{}:{}", i.stream, i.stream_sequence),
+        Err(_) => format!("{}:{}", msg.subject, Uuid::new_v4()),
+    }
+}
+
 /// Acknowledges a reconciled job as its outcome says: done, dead-lettered,
 /// or redelivered with backoff; and tells the app's circuit breaker.
 async fn settle(
@@ -669,9 +869,9 @@ async fn settle(
     match result {
         Ok(Outcome::Failed(reason)) => {
             // The app answered, so it is healthy; the job needs a person.
-            runtime.record(true, None).await;
+            runtime.record(job.person_id, true, None).await;
             if runtime
-                .dead_letter(&job, "refused", &reason, delivered)
+                .dead_letter(&job, "refused", &reason, delivered, &origin(msg))
                 .await
             {
                 let _ = msg.ack_with(AckKind::Term).await;
@@ -682,7 +882,7 @@ async fn settle(
             }
         }
         Ok(outcome) => {
-            runtime.record(true, None).await;
+            runtime.record(job.person_id, true, None).await;
             // Jobs also come when only a person's IdP groups changed (the
             // account itself stays as it is), so any job may change groups.
             if matches!(outcome, Outcome::Changed(_)) || !runtime.worker.app.groups.is_empty() {
@@ -693,7 +893,7 @@ async fn settle(
             if let Outcome::Changed(what) = &outcome {
                 if what
                     .iter()
-                    .any(|w| *w == "AccountCreated" || *w == "AccountLinked")
+                    .any(|w| matches!(*w, "AccountCreated" | "AccountLinked" | "AccountAdopted"))
                 {
                     runtime.requeue_reports(&job).await;
                 }
@@ -709,7 +909,9 @@ async fn settle(
         }
         Err(e) => {
             if matches!(e, WorkerError::Transient(_)) {
-                runtime.record(false, Some(&e.to_string())).await;
+                runtime
+                    .record(job.person_id, false, Some(&e.to_string()))
+                    .await;
             } else if admitted == Admit::Probe {
                 // The probe failed on our side (database), not the app's:
                 // let a later job probe instead of leaving the circuit
@@ -718,7 +920,7 @@ async fn settle(
             }
             if delivered >= budget
                 && runtime
-                    .dead_letter(&job, "exhausted", &e.to_string(), delivered)
+                    .dead_letter(&job, "exhausted", &e.to_string(), delivered, &origin(msg))
                     .await
             {
                 let _ = msg.ack_with(AckKind::Term).await;

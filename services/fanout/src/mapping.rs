@@ -2,6 +2,7 @@
 //! the SCIM account to converge on. Pure, so the mapping rules are tested
 //! without a server.
 
+use std::collections::BTreeMap;
 use tenure_config::{parse_template, AppConfig, Segment, UserNameFrom};
 use tenure_domain::{Attributes, Entitlement, PurgeAction, TerminationPolicy};
 use tenure_scim::{Desired, UserSpec};
@@ -91,8 +92,24 @@ pub fn user_spec(
         // The person id, not the HR id: it is stable across sources and is
         // what a lookup after a crash finds the account by.
         external_id: person_id.to_string(),
-        given_name: attrs.given_name.clone(),
-        family_name: attrs.family_name.clone(),
+        given_name: or_empty(mapped(
+            &m.given_name,
+            person_id,
+            attrs,
+            Some(&attrs.given_name),
+        )),
+        family_name: or_empty(mapped(
+            &m.family_name,
+            person_id,
+            attrs,
+            Some(&attrs.family_name),
+        )),
+        // Set (even to "") only when mapped: the app's shape decides
+        // whether an unmapped one is derived from the names.
+        name_formatted: m
+            .name_formatted
+            .as_ref()
+            .map(|t| render(t, person_id, attrs).trim().to_string()),
         display_name: or_empty(mapped(
             &m.display_name,
             person_id,
@@ -101,9 +118,14 @@ pub fn user_spec(
         )),
         email: or_empty(mapped(&m.email, person_id, attrs, Some(&attrs.email))),
         active,
-        title: attrs.title.clone(),
-        department: attrs.department.clone(),
-        employee_number: attrs.employee_number.clone(),
+        title: mapped(&m.title, person_id, attrs, attrs.title.as_deref()),
+        department: mapped(&m.department, person_id, attrs, attrs.department.as_deref()),
+        employee_number: mapped(
+            &m.employee_number,
+            person_id,
+            attrs,
+            attrs.employee_number.as_deref(),
+        ),
         cost_center: mapped(
             &m.cost_center,
             person_id,
@@ -120,6 +142,58 @@ pub fn user_spec(
         manager: manager
             .filter(|id| m.manager && !id.is_empty())
             .map(str::to_string),
+        extra: free_attributes(app, |t| render(t, person_id, attrs)),
+    }
+}
+
+/// The app's free mappings (`[app.mapping.attributes]`) by canonical path:
+/// the rendered value, or `Null` ("remove") when it renders empty.
+fn free_attributes(
+    app: &AppConfig,
+    render: impl Fn(&str) -> String,
+) -> BTreeMap<String, serde_json::Value> {
+    app.mapping
+        .attributes
+        .iter()
+        .map(|(path, template)| {
+            let value = serde_json::to_value(template)
+                .ok()
+                .and_then(|t| render_value(&t, &render))
+                .unwrap_or(serde_json::Value::Null);
+            (tenure_scim::shape::canonical_path(path), value)
+        })
+        .collect()
+}
+
+/// A free mapping's value with every string rendered as a template; a
+/// string that renders empty, and an array or table left empty by that,
+/// is left out (`None`).
+fn render_value(
+    v: &serde_json::Value,
+    render: &impl Fn(&str) -> String,
+) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    match v {
+        Value::String(t) => {
+            let s = render(t);
+            (!s.trim().is_empty()).then_some(Value::String(s))
+        }
+        Value::Array(items) => {
+            let items: Vec<Value> = items
+                .iter()
+                .filter_map(|i| render_value(i, render))
+                .collect();
+            (!items.is_empty()).then_some(Value::Array(items))
+        }
+        Value::Object(fields) => {
+            let fields: serde_json::Map<String, Value> = fields
+                .iter()
+                .filter_map(|(k, i)| Some((k.clone(), render_value(i, render)?)))
+                .collect();
+            (!fields.is_empty()).then_some(Value::Object(fields))
+        }
+        Value::Null => None,
+        other => Some(other.clone()),
     }
 }
 
@@ -159,7 +233,12 @@ pub fn desired(
         },
         Entitlement::Purged => match app.purge_action {
             PurgeAction::Delete => Desired::Deleted,
-            PurgeAction::Anonymise => Desired::Present(anonymised_spec(person_id)),
+            PurgeAction::Anonymise => {
+                // Free mappings are personal too: every one is removed.
+                let mut anon = anonymised_spec(person_id);
+                anon.extra = free_attributes(app, |_| String::new());
+                Desired::Present(anon)
+            }
         },
         Entitlement::Removed => Desired::Deleted,
     }
@@ -282,6 +361,71 @@ mod tests {
         let fallback =
             app("user_name = \"email_local_part\"\n[app.mapping]\nuser_name = \"{title}\"\n");
         assert_eq!(spec_of(&fallback, &a, None).user_name, "ana.silva");
+    }
+
+    #[test]
+    fn every_modelled_attribute_and_free_ones_can_be_mapped() {
+        let a = Attributes {
+            title: Some("Engineer".into()),
+            employee_number: Some("42".into()),
+            location: Some("Lisbon".into()),
+            ..attrs()
+        };
+        let mapped = app(concat!(
+            "[app.mapping]\n",
+            "given_name = \"{given_name}-x\"\n",
+            "family_name = \"{family_name}\"\n",
+            "name_formatted = \"{family_name}, {given_name}\"\n",
+            "title = \"{title} ({department})\"\n",
+            "department = \"\"\n",
+            "employee_number = \"E{employee_number}\"\n",
+            "[app.mapping.attributes]\n",
+            "nickName = \"{given_name}\"\n",
+            "preferredLanguage = \"{division}\"\n",
+            "\"urn:acme:ext:1.0:User:badge\" = \"B-{employee_number}\"\n",
+            "addresses = [{ type = \"work\", locality = \"{location}\", primary = true }]\n",
+            "phoneNumbers = [{ type = \"work\", value = \"{division}\" }]\n",
+        ));
+        let spec = spec_of(&mapped, &a, None);
+        assert_eq!(spec.given_name, "Ana-x");
+        assert_eq!(spec.name_formatted.as_deref(), Some("Silva, Ana"));
+        assert_eq!(spec.title.as_deref(), Some("Engineer (Engineering)"));
+        assert_eq!(spec.department, None, "an empty template unsets");
+        assert_eq!(spec.employee_number.as_deref(), Some("E42"));
+        assert_eq!(spec.extra["nickName"], serde_json::json!("Ana"));
+        assert_eq!(
+            spec.extra["preferredLanguage"],
+            serde_json::Value::Null,
+            "renders empty: removed from the app"
+        );
+        assert_eq!(
+            spec.extra["urn:acme:ext:1.0:User:badge"],
+            serde_json::json!("B-42")
+        );
+        assert_eq!(
+            spec.extra["addresses"],
+            serde_json::json!([{"type": "work", "locality": "Lisbon", "primary": true}]),
+            "complex values render their strings"
+        );
+        assert_eq!(
+            spec.extra["phoneNumbers"],
+            serde_json::json!([{"type": "work"}]),
+            "a part that renders empty is left out"
+        );
+        // Without mappings nothing free is sent and name.formatted is left
+        // to the shape.
+        let plain = spec_of(&app(""), &a, None);
+        assert!(plain.extra.is_empty() && plain.name_formatted.is_none());
+        // Anonymising removes the free mappings too.
+        let anon = app(concat!(
+            "purge_action = \"anonymise\"\n",
+            "[app.mapping.attributes]\nnickName = \"{given_name}\"\n"
+        ));
+        let Desired::Present(gone) = desired(&anon, Uuid::nil(), &a, None, Entitlement::Purged)
+        else {
+            panic!("expected an anonymised account")
+        };
+        assert_eq!(gone.extra["nickName"], serde_json::Value::Null);
     }
 
     #[test]

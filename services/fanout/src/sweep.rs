@@ -34,17 +34,22 @@ pub struct SweepReport {
     pub unmanaged: Vec<Unmanaged>,
     pub deactivated: usize,
     pub errors: Vec<String>,
+    /// What listing taught about the server (e.g. it fails when `count`
+    /// is sent, so pages are its own size); also recorded as
+    /// `ServerBehaviourLearned` events.
+    pub learned: Vec<tenure_scim::Lesson>,
 }
 
 impl AppWorker {
     /// Lists the app's accounts and reports (and by policy, or when
     /// `force_deactivate`, switches off) those Tenure does not manage.
     pub async fn sweep(&self, force_deactivate: bool) -> Result<SweepReport, WorkerError> {
-        let (users, calls) = self
-            .client
-            .list_all_users(PAGE)
-            .await
-            .map_err(|e| WorkerError::Transient(e.to_string()))?;
+        self.load_learned().await?;
+        let listed = self.client.list_all_users(PAGE).await;
+        // A lesson learned on the way (paging without `count`) is kept even
+        // when the listing then failed for another reason.
+        let learned = self.store_lessons().await?;
+        let (users, calls) = listed.map_err(|e| WorkerError::Transient(e.to_string()))?;
         let linked: HashSet<String> = sqlx::query_scalar::<_, String>(
             "SELECT remote_id FROM accounts WHERE app = $1 AND remote_id IS NOT NULL",
         )
@@ -158,6 +163,7 @@ impl AppWorker {
             unmanaged,
             deactivated,
             errors,
+            learned,
         })
     }
 

@@ -2,6 +2,7 @@
 //! diff, send the minimal SCIM calls, and record every call and the outcome
 //! on the account's stream.
 
+use crate::decide::{self, Decision};
 use crate::mapping;
 use serde_json::json;
 use tenure_bus::Job;
@@ -9,8 +10,8 @@ use tenure_config::AppConfig;
 use tenure_domain::{Attributes, Entitlement};
 use tenure_scim::discovery::{CapabilityCache, DiscoveredCaps};
 use tenure_scim::{
-    diff_with, if_match, with_retry, CallRecord, Capabilities, Desired, Op, Profile, RemoteUser,
-    RetryPolicy, ScimClient, ScimError,
+    if_match, with_retry, CallRecord, Capabilities, Desired, Op, Profile, RemoteUser, RetryPolicy,
+    ScimClient, ScimError,
 };
 use tenure_store::sqlx::{self, PgPool, Row};
 use tenure_store::{ExpectedVersion, Metadata, NewEvent};
@@ -76,9 +77,42 @@ pub(crate) struct Audit<'a> {
     pub(crate) job: &'a Job,
     pub(crate) app: &'a str,
     pub(crate) events: Vec<NewEvent>,
+    /// Events of this run already committed ahead of a call (see
+    /// [`AppWorker::record_intents`]); the final append starts after them.
+    pub(crate) flushed: i64,
 }
 
-impl Audit<'_> {
+/// Marks the attribute in a refusal's reason (see [`refusal`]).
+const REFUSED_ATTRIBUTE: &str = "[refused attribute: ";
+
+/// The reason recorded for a write the server refused for good, naming the
+/// attribute when the server said which, and the settings that shape it.
+/// The reason is what the dead letter and `ReconcileFailed` carry.
+pub(crate) fn refusal(e: &ScimError) -> String {
+    match e.refused_attribute() {
+        Some(attr) => format!(
+            "{e} {REFUSED_ATTRIBUTE}{attr}; [app.shape] omit/name_formatted or [app.mapping] change what is sent]"
+        ),
+        None => e.to_string(),
+    }
+}
+
+/// The attribute a [`refusal`] names.
+pub(crate) fn refused_attribute(reason: &str) -> Option<&str> {
+    let at = reason.rfind(REFUSED_ATTRIBUTE)? + REFUSED_ATTRIBUTE.len();
+    reason[at..].split(';').next().filter(|a| !a.is_empty())
+}
+
+impl<'a> Audit<'a> {
+    pub(crate) fn new(job: &'a Job, app: &'a str) -> Self {
+        Audit {
+            job,
+            app,
+            events: Vec::new(),
+            flushed: 0,
+        }
+    }
+
     pub(crate) fn push(&mut self, event_type: &str, data: serde_json::Value) {
         self.events.push(NewEvent {
             event_id: Uuid::new_v4(),
@@ -151,10 +185,56 @@ pub struct Planned {
     /// How the account was found: `stored` (Tenure's last known state),
     /// `id`, `externalId`, `userName`, or `none`.
     pub found_by: &'static str,
+    /// What [`decide::decide`] made of it: `ops` to send, or a refusal
+    /// (then `ops` is empty), and whether the account would be linked or
+    /// adopted first.
+    pub decision: Decision,
     pub ops: Vec<tenure_scim::Op>,
 }
 
+/// An account Tenure took over under the app's `adopt` policy, for
+/// `tenure drift`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdoptedAccount {
+    pub person_id: Option<Uuid>,
+    pub remote_id: String,
+    pub user_name: String,
+    pub policy: String,
+    /// The `externalId` the account had before Tenure took it.
+    pub previous_external_id: Option<String>,
+    pub adopted_at: chrono::DateTime<chrono::Utc>,
+}
+
 impl AppWorker {
+    /// Every adoption in this app, newest first, from the `AccountAdopted`
+    /// events (the before-image stays in the event).
+    pub async fn adopted_accounts(&self) -> Result<Vec<AdoptedAccount>, WorkerError> {
+        let rows = sqlx::query(
+            "SELECT metadata->>'person_id' AS person_id, data, recorded_at FROM events
+             WHERE event_type = 'AccountAdopted' AND metadata->>'app' = $1
+             ORDER BY global_position DESC",
+        )
+        .bind(&self.app.name)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let data: serde_json::Value = row.try_get("data")?;
+            let text = |k: &str| data[k].as_str().map(str::to_owned);
+            out.push(AdoptedAccount {
+                person_id: row
+                    .try_get::<Option<String>, _>("person_id")?
+                    .and_then(|p| p.parse().ok()),
+                remote_id: text("remote_id").unwrap_or_default(),
+                user_name: text("user_name").unwrap_or_default(),
+                policy: text("policy").unwrap_or_default(),
+                previous_external_id: text("previous_external_id"),
+                adopted_at: row.try_get("recorded_at")?,
+            });
+        }
+        Ok(out)
+    }
+
     pub fn caps(&self) -> Capabilities {
         self.caps.read().map(|c| c.caps).unwrap_or_default()
     }
@@ -229,11 +309,11 @@ impl AppWorker {
                 remote_id: row.try_get("remote_id")?,
                 user_name: row.try_get("known_user_name")?,
             };
-            let mut scratch = Audit {
-                job: &job,
-                app: &self.app.name,
-                events: Vec::new(),
-            };
+            let mut scratch = Audit::new(&job, &self.app.name);
+            // The reconcile may skip the userName look-up and learn of a
+            // taken name from the create's 409 (`create_first`); it then
+            // looks up by userName and decides as here, so the plan shows
+            // where that ends.
             let present = matches!(desired, Desired::Present(_));
             match self
                 .lookup(&job, &known, &user_name, present, &mut scratch)
@@ -250,12 +330,25 @@ impl AppWorker {
                 None => (None, "none"),
             }
         };
+        let decision = decide::decide(
+            &desired,
+            remote.as_ref().map(|r| (r, found_by)),
+            person_id,
+            self.app.adopt,
+            self.caps(),
+            &self.profile,
+        );
+        let ops = match &decision {
+            Decision::Proceed { ops, .. } => ops.clone(),
+            Decision::Refuse(_) => Vec::new(),
+        };
         Ok(Some(Planned {
             person_id,
             user_name,
             entitlement,
             found_by,
-            ops: diff_with(&desired, remote.as_ref(), self.caps(), &self.profile),
+            decision,
+            ops,
         }))
     }
 
@@ -401,7 +494,7 @@ impl AppWorker {
             if held.is_some() {
                 return Ok(Outcome::Staged);
             }
-            if let Some(reason) = self.guard_trips().await? {
+            if let Some(reason) = self.guard_trips(job, &desired).await? {
                 return self.stage(job, &stream, version, &reason).await;
             }
         } else if !deprovisioning {
@@ -414,11 +507,7 @@ impl AppWorker {
                 .await?;
         }
 
-        let mut audit = Audit {
-            job,
-            app: &self.app.name,
-            events: Vec::new(),
-        };
+        let mut audit = Audit::new(job, &self.app.name);
         let user_name = mapping::user_name(&self.app, job.person_id, &attributes);
         let result = self
             .converge(job, &desired, &known, &user_name, &mut audit)
@@ -444,7 +533,7 @@ impl AppWorker {
     ) -> Result<Outcome, WorkerError> {
         let (outcome, remote, error) = match result {
             Ok((outcome, remote)) => (Some(outcome), remote, None),
-            Err(e) if !e.is_retryable() => (Some(Outcome::Failed(e.to_string())), None, None),
+            Err(e) if !e.is_retryable() => (Some(Outcome::Failed(refusal(&e))), None, None),
             Err(e) => (None, None, Some(e)),
         };
         if let Some(e) = &error {
@@ -454,17 +543,50 @@ impl AppWorker {
             );
         }
         if let Some(Outcome::Failed(reason)) = &outcome {
-            audit.push(
-                "ReconcileFailed",
-                json!({ "error": reason, "retrying": false }),
-            );
+            let mut data = json!({ "error": reason, "retrying": false });
+            if let Some(attr) = refused_attribute(reason) {
+                data["attribute"] = json!(attr);
+            }
+            audit.push("ReconcileFailed", data);
+        }
+
+        // A change already applied that this run did not record (a lost
+        // response, then a re-read that shows it done) gets its outcome
+        // event now, so the projection below stays the fold of the stream.
+        let mut outcome = outcome;
+        if let (Some(o), Some(r)) = (&mut outcome, &remote) {
+            let prev = sqlx::query(
+                "SELECT remote_id, user_name, active FROM accounts WHERE app = $1 AND person_id = $2",
+            )
+            .bind(&self.app.name)
+            .bind(job.person_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|row| AccountView {
+                remote_id: row.try_get("remote_id").ok().flatten(),
+                user_name: row.try_get("user_name").ok().flatten(),
+                active: row.try_get("active").ok().flatten(),
+            });
+            let folded = fold_view(prev, &audit.events);
+            for (kind, data) in observed_events(folded.as_ref(), r) {
+                tracing::info!(
+                    kind,
+                    "change found applied on re-read; recorded as observed"
+                );
+                audit.push(kind, data);
+                match o {
+                    Outcome::Changed(what) => what.push(kind),
+                    Outcome::InSync => *o = Outcome::Changed(vec![kind]),
+                    _ => {}
+                }
+            }
         }
 
         if !audit.events.is_empty() {
             tenure_store::append(
                 &mut *conn,
                 stream,
-                ExpectedVersion::Exact(version),
+                ExpectedVersion::Exact(version + audit.flushed),
                 &audit.events,
             )
             .await?;
@@ -502,32 +624,85 @@ impl AppWorker {
         }
     }
 
-    /// Whether one more deprovision now would be a mass change, and why.
-    async fn guard_trips(&self) -> Result<Option<String>, WorkerError> {
+    /// Whether this deprovision would be a mass change, and why; when it is
+    /// not, it is reserved in the app's window before any call is sent.
+    ///
+    /// Check and reserve are one step under a lock on the app's guard row
+    /// (`SELECT … FOR UPDATE`): concurrent jobs take turns, each counting
+    /// the reservations of those before it, so at most the limit passes
+    /// whatever the concurrency. Counting committed events instead would
+    /// let every job that checks before the first one commits through.
+    /// A deactivation of an account Tenure last saw inactive sends nothing,
+    /// so it is neither counted nor held.
+    async fn guard_trips(
+        &self,
+        job: &Job,
+        desired: &Desired,
+    ) -> Result<Option<String>, WorkerError> {
         let guard = &self.app.mass_change;
         if !guard.enabled {
             return Ok(None);
         }
-        let recent: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM events
-             WHERE event_type IN ('AccountDeactivated', 'AccountDeleted') AND metadata->>'app' = $1
-               AND recorded_at > now() - make_interval(mins => $2)",
+        let app = &self.app.name;
+        let mut tx = self.pool.begin().await?;
+        if matches!(desired, Desired::Deactivated) {
+            let active: Option<Option<bool>> =
+                sqlx::query_scalar("SELECT active FROM accounts WHERE app = $1 AND person_id = $2")
+                    .bind(app)
+                    .bind(job.person_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if active.flatten() == Some(false) {
+                return Ok(None);
+            }
+        }
+        sqlx::query("INSERT INTO mass_change_windows (app) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT app FROM mass_change_windows WHERE app = $1 FOR UPDATE")
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+        let window = i32::try_from(guard.window_minutes).unwrap_or(i32::MAX);
+        sqlx::query(
+            "DELETE FROM mass_change_reservations
+             WHERE app = $1 AND reserved_at <= now() - make_interval(mins => $2)",
         )
-        .bind(&self.app.name)
-        .bind(i32::try_from(guard.window_minutes).unwrap_or(i32::MAX))
-        .fetch_one(&self.pool)
+        .bind(app)
+        .bind(window)
+        .execute(&mut *tx)
         .await?;
+        let (recent, mine): (i64, bool) = sqlx::query_as(
+            "SELECT count(*), coalesce(bool_or(person_id = $2), false)
+             FROM mass_change_reservations WHERE app = $1",
+        )
+        .bind(app)
+        .bind(job.person_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if mine {
+            // A retry of a deprovision already let through.
+            return Ok(None);
+        }
         let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts WHERE app = $1")
-            .bind(&self.app.name)
-            .fetch_one(&self.pool)
+            .bind(app)
+            .fetch_one(&mut *tx)
             .await?;
         let (recent, accounts) = (recent.max(0) as u64, accounts.max(0) as u64);
-        Ok(guard.trips(recent, accounts).then(|| {
-            format!(
+        if guard.trips(recent, accounts) {
+            return Ok(Some(format!(
                 "{recent} of {accounts} accounts deprovisioned in the last {} minutes; more needs approval",
                 guard.window_minutes
-            )
-        }))
+            )));
+        }
+        sqlx::query("INSERT INTO mass_change_reservations (app, person_id) VALUES ($1, $2)")
+            .bind(app)
+            .bind(job.person_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(None)
     }
 
     async fn stage(
@@ -548,11 +723,7 @@ impl AppWorker {
         .bind(reason)
         .execute(&mut *tx)
         .await?;
-        let mut audit = Audit {
-            job,
-            app: &self.app.name,
-            events: Vec::new(),
-        };
+        let mut audit = Audit::new(job, &self.app.name);
         audit.push("DeprovisionStaged", json!({ "reason": reason }));
         tenure_store::append(
             &mut tx,
@@ -564,6 +735,59 @@ impl AppWorker {
         tx.commit().await?;
         tracing::warn!(reason, "deprovisioning held by the mass-change guard");
         Ok(Outcome::Staged)
+    }
+
+    /// Commits an intent event (`AccountCreateAttempted`,
+    /// `AccountDeleteAttempted`) on each account stream, after the events of
+    /// the run so far, before a call whose outcome a crash could lose: the
+    /// audit then shows "attempted, outcome unknown", and the link or
+    /// re-read that follows on the next run. One short transaction of its
+    /// own (the lease stays with the job's connection, which has written
+    /// nothing); on failure nothing is sent and the job is retried.
+    pub(crate) async fn record_intents(
+        &self,
+        intents: Vec<(&mut Audit<'_>, &'static str, serde_json::Value)>,
+    ) -> Result<(), ScimError> {
+        let mut audits = Vec::with_capacity(intents.len());
+        for (audit, kind, data) in intents {
+            audit.push(kind, data);
+            audits.push(audit);
+        }
+        let written = async {
+            let mut tx = self.pool.begin().await?;
+            for audit in &audits {
+                let stream = account_stream(audit.app, audit.job.person_id);
+                // The lease makes this job the stream's only writer.
+                let version = tenure_store::stream_version(&mut tx, &stream).await?;
+                tenure_store::append(
+                    &mut tx,
+                    &stream,
+                    ExpectedVersion::Exact(version),
+                    &audit.events,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, WorkerError>(())
+        }
+        .await;
+        match written {
+            Ok(()) => {
+                for audit in audits {
+                    audit.flushed += audit.events.len() as i64;
+                    audit.events.clear();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for audit in audits {
+                    audit.events.pop();
+                }
+                Err(ScimError::NotSent(format!(
+                    "the intent to write could not be recorded: {e}"
+                )))
+            }
+        }
     }
 
     /// Sends one call with retries, auditing every attempt.
@@ -695,26 +919,29 @@ impl AppWorker {
         // Two rounds at most: a create that collides (409) is followed by a
         // lookup and one more diff against what the lookup found.
         for _round in 0..2 {
-            if let Some((remote, how)) = &found {
-                if *how != "id" {
-                    let ours =
-                        remote.external_id.as_deref() == Some(job.person_id.to_string().as_str());
-                    if !ours && remote.external_id.as_deref().is_some_and(|x| !x.is_empty()) {
-                        return Ok((
-                            Outcome::Failed(format!(
-                                "userName {:?} is taken by remote account {} with externalId {:?}; not linking someone else's account",
-                                remote.user_name, remote.id, remote.external_id
-                            )),
-                            None,
-                        ));
-                    }
-                    audit.push("AccountLinked", json!({ "remote_id": remote.id, "user_name": remote.user_name, "found_by": how }));
-                    changed.push("AccountLinked");
-                }
-            }
-            let remote = found.as_ref().map(|(r, _)| r.clone());
             let caps = self.caps();
-            let ops = diff_with(desired, remote.as_ref(), caps, &self.profile);
+            let ops = match decide::decide(
+                desired,
+                found.as_ref().map(|(r, how)| (r, *how)),
+                job.person_id,
+                self.app.adopt,
+                caps,
+                &self.profile,
+            ) {
+                Decision::Refuse(reason) => return Ok((Outcome::Failed(reason), None)),
+                Decision::Proceed { link, ops } => {
+                    if let Some((remote, how)) = &found {
+                        if let Some((kind, data)) =
+                            decide::link_event(link, remote, how, self.app.adopt)
+                        {
+                            audit.push(kind, data);
+                            changed.push(kind);
+                        }
+                    }
+                    ops
+                }
+            };
+            let remote = found.as_ref().map(|(r, _)| r.clone());
             if ops.is_empty() {
                 let outcome = if changed.is_empty() {
                     Outcome::InSync
@@ -728,6 +955,9 @@ impl AppWorker {
             let mut stale = false;
             let mut unknown_state = false;
             for op in &ops {
+                if let Some((kind, data)) = intent(op) {
+                    self.record_intents(vec![(&mut *audit, kind, data)]).await?;
+                }
                 // With ETags, a write only lands on the version that was read.
                 let etag = if_match(caps, current.as_ref()).map(str::to_string);
                 match self
@@ -770,7 +1000,7 @@ impl AppWorker {
                         break;
                     }
                     Err(e) if !e.is_retryable() => {
-                        return Ok((Outcome::Failed(e.to_string()), current));
+                        return Ok((Outcome::Failed(refusal(&e)), current));
                     }
                     Err(e) => return Err(e),
                 }
@@ -817,6 +1047,20 @@ impl AppWorker {
     }
 }
 
+/// The intent event written before `op` is sent, for the calls whose
+/// effect a lost answer or a crash would leave unknown and that a re-run
+/// cannot simply repeat: creates and deletes.
+pub(crate) fn intent(op: &Op) -> Option<(&'static str, serde_json::Value)> {
+    match op {
+        Op::Create(spec) => Some((
+            "AccountCreateAttempted",
+            json!({ "user_name": spec.user_name, "active": spec.active }),
+        )),
+        Op::Delete { id } => Some(("AccountDeleteAttempted", json!({ "remote_id": id }))),
+        Op::Patch { .. } | Op::Replace { .. } => None,
+    }
+}
+
 pub(crate) fn describe(
     op: &Op,
     result: &Option<RemoteUser>,
@@ -824,9 +1068,15 @@ pub(crate) fn describe(
 ) -> (&'static str, serde_json::Value) {
     let remote_id = result.as_ref().map(|r| r.id.clone());
     match op {
+        // The account as the server answered, when it did: the projection
+        // keeps the server's spelling, and the event must fold to it.
         Op::Create(spec) => (
             "AccountCreated",
-            json!({ "remote_id": remote_id, "user_name": spec.user_name, "active": spec.active }),
+            json!({
+                "remote_id": remote_id,
+                "user_name": result.as_ref().map_or(&spec.user_name, |r| &r.user_name),
+                "active": result.as_ref().map_or(spec.active, |r| r.active),
+            }),
         ),
         Op::Patch { id, ops } => {
             let deactivated = ops
@@ -851,8 +1101,217 @@ pub(crate) fn describe(
     }
 }
 
+/// What the `accounts` projection holds of an account besides its state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct AccountView {
+    pub(crate) remote_id: Option<String>,
+    pub(crate) user_name: Option<String>,
+    pub(crate) active: Option<bool>,
+}
+
+fn text(v: &serde_json::Value) -> Option<String> {
+    v.as_str().map(str::to_owned)
+}
+
+/// `prev` after the account events of one run, read as every reader of
+/// the stream reads them (the audit's fold): a create, link or adoption
+/// sets the account, an update or deactivation changes what it names, a
+/// delete removes it.
+pub(crate) fn fold_view(prev: Option<AccountView>, events: &[NewEvent]) -> Option<AccountView> {
+    let mut view = prev;
+    for e in events {
+        let d = &e.data;
+        match e.event_type.as_str() {
+            "AccountCreated" | "AccountLinked" | "AccountAdopted" => {
+                view = Some(AccountView {
+                    remote_id: text(&d["remote_id"]),
+                    user_name: text(&d["user_name"]),
+                    active: d["active"].as_bool(),
+                })
+            }
+            "AccountDeleted" => view = None,
+            "AccountUpdated" | "AccountDeactivated" => {
+                let Some(v) = view.as_mut() else { continue };
+                if let Some(id) = text(&d["remote_id"]) {
+                    v.remote_id = Some(id);
+                }
+                if e.event_type == "AccountDeactivated" {
+                    v.active = Some(false);
+                }
+                match d["changes"].as_array() {
+                    Some(ops) => {
+                        for op in ops {
+                            match op["path"].as_str() {
+                                Some("userName") => {
+                                    v.user_name = text(&op["value"]).or(v.user_name.take())
+                                }
+                                Some("active") => v.active = op["value"].as_bool().or(v.active),
+                                _ => {}
+                            }
+                        }
+                    }
+                    None => {
+                        let spec = &d["replaced_with"];
+                        if let Some(n) = text(&spec["user_name"]) {
+                            v.user_name = Some(n);
+                        }
+                        if let Some(a) = spec["active"].as_bool() {
+                            v.active = Some(a);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    view
+}
+
+/// The events that bring `folded` (what the stream says) to `actual` (what
+/// the app holds and the projection will say), each marked `observed`:
+/// Tenure did not see the call that made the change succeed, it saw the
+/// result. Empty when they agree.
+pub(crate) fn observed_events(
+    folded: Option<&AccountView>,
+    actual: &RemoteUser,
+) -> Vec<(&'static str, serde_json::Value)> {
+    let Some(f) = folded.filter(|f| f.remote_id.as_deref() == Some(actual.id.as_str())) else {
+        return vec![(
+            "AccountLinked",
+            json!({
+                "remote_id": actual.id,
+                "user_name": actual.user_name,
+                "active": actual.active,
+                "found_by": "observed",
+                "observed": true,
+            }),
+        )];
+    };
+    let mut changes = Vec::new();
+    if f.user_name.as_deref() != Some(actual.user_name.as_str()) {
+        changes.push(json!({ "op": "replace", "path": "userName", "value": actual.user_name }));
+    }
+    if f.active != Some(actual.active) {
+        changes.push(json!({ "op": "replace", "path": "active", "value": actual.active }));
+    }
+    if changes.is_empty() {
+        return Vec::new();
+    }
+    let kind = if changes.len() == 1 && !actual.active && f.active != Some(false) {
+        "AccountDeactivated"
+    } else {
+        "AccountUpdated"
+    };
+    vec![(
+        kind,
+        json!({ "remote_id": actual.id, "changes": changes, "observed": true }),
+    )]
+}
+
 /// The account as last read or written, kept so `tenure plan` can diff
 /// without calling the app.
 pub(crate) fn remote_state(r: &RemoteUser) -> serde_json::Value {
     serde_json::to_value(r).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, data: serde_json::Value) -> NewEvent {
+        NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: kind.into(),
+            data,
+            metadata: Metadata {
+                correlation_id: Uuid::nil(),
+                causation_id: None,
+                person_id: None,
+                app: None,
+                source: None,
+                actor: "test".into(),
+                effective_at: None,
+            },
+        }
+    }
+
+    fn remote(active: bool) -> RemoteUser {
+        RemoteUser {
+            id: "r1".into(),
+            user_name: "ada".into(),
+            active,
+            ..RemoteUser::default()
+        }
+    }
+
+    fn view(active: bool) -> AccountView {
+        AccountView {
+            remote_id: Some("r1".into()),
+            user_name: Some("ada".into()),
+            active: Some(active),
+        }
+    }
+
+    #[test]
+    fn the_fold_follows_creates_patches_puts_and_deletes() {
+        let created = fold_view(
+            None,
+            &[event(
+                "AccountCreated",
+                json!({"remote_id": "r1", "user_name": "ada", "active": true}),
+            )],
+        );
+        assert_eq!(created, Some(view(true)));
+        let patched = fold_view(
+            created.clone(),
+            &[event(
+                "AccountUpdated",
+                json!({"remote_id": "r1", "changes": [{"op": "replace", "path": "userName", "value": "ada2"}]}),
+            )],
+        );
+        assert_eq!(
+            patched.as_ref().and_then(|v| v.user_name.as_deref()),
+            Some("ada2")
+        );
+        let put = fold_view(
+            created.clone(),
+            &[event(
+                "AccountDeactivated",
+                json!({"remote_id": "r1", "replaced_with": {"user_name": "ada", "active": false}}),
+            )],
+        );
+        assert_eq!(put, Some(view(false)));
+        assert_eq!(
+            fold_view(
+                created,
+                &[event("AccountDeleted", json!({"remote_id": "r1"}))]
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_change_seen_only_on_re_read_is_recorded_as_observed() {
+        // The PATCH's answer was lost; the re-read shows it applied.
+        let evs = observed_events(Some(&view(true)), &remote(false));
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].0, "AccountDeactivated");
+        assert_eq!(evs[0].1["observed"], true);
+        assert_eq!(
+            fold_view(Some(view(true)), &[event(evs[0].0, evs[0].1.clone())]),
+            Some(view(false))
+        );
+        // Reactivated behind a lost answer: an update.
+        let evs = observed_events(Some(&view(false)), &remote(true));
+        assert_eq!(evs[0].0, "AccountUpdated");
+        // Nothing to add when the stream already says it.
+        assert!(observed_events(Some(&view(true)), &remote(true)).is_empty());
+        // An account the stream does not know: linked, as observed.
+        let evs = observed_events(None, &remote(true));
+        assert_eq!(evs[0].0, "AccountLinked");
+        assert_eq!(
+            fold_view(None, &[event(evs[0].0, evs[0].1.clone())]),
+            Some(view(true))
+        );
+    }
 }

@@ -152,10 +152,11 @@ async fn new_hires_are_created_with_one_bulk_request_and_audited_per_person() {
     for (n, r) in results.iter().enumerate() {
         let outcome = done(r);
         if n == 2 {
-            // The taken userName was linked, as after a single 409.
+            // The hand-made account with the taken userName was adopted
+            // (it has no externalId), as after a single 409.
             assert_eq!(
                 outcome,
-                &Outcome::Changed(vec!["AccountLinked", "AccountUpdated"])
+                &Outcome::Changed(vec!["AccountAdopted", "AccountUpdated"])
             );
         } else {
             assert_eq!(outcome, &Outcome::Changed(vec!["AccountCreated"]));
@@ -179,18 +180,24 @@ async fn new_hires_are_created_with_one_bulk_request_and_audited_per_person() {
         assert_eq!(remote_id.as_deref(), mine[0]["id"].as_str());
     }
 
-    // Per person: the externalId look-up, then the create as one operation
-    // of a POST /Bulk carrying all the creates.
+    // Per person: the externalId look-up, the intent to create (committed
+    // before the request), then the create as one operation of a POST /Bulk
+    // carrying all the creates.
     let events = stream(&s.pool, &account_stream("wiki", jobs[0].person_id)).await;
     let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         kinds,
-        ["ScimCallSucceeded", "ScimCallSucceeded", "AccountCreated"]
+        [
+            "ScimCallSucceeded",
+            "AccountCreateAttempted",
+            "ScimCallSucceeded",
+            "AccountCreated"
+        ]
     );
     assert!(events[0].1["path"]
         .as_str()
         .is_some_and(|p| p.starts_with("/Users?filter=externalId eq")));
-    let create = &events[1].1;
+    let create = &events[2].1;
     assert_eq!(create["method"], "POST");
     assert_eq!(create["path"], "/Users");
     assert_eq!(create["status"], 201);
@@ -206,12 +213,13 @@ async fn new_hires_are_created_with_one_bulk_request_and_audited_per_person() {
         .iter()
         .map(|(k, d)| (k.clone(), d["method"].clone(), d["status"].clone()))
         .collect();
+    assert_eq!(trail[1].0, "AccountCreateAttempted");
     assert_eq!(
-        trail[1],
+        trail[2],
         ("ScimCallFailed".into(), json!("POST"), json!(409))
     );
-    assert_eq!(events[1].1["bulk"]["operations"], 5);
-    assert!(trail.iter().any(|(k, _, _)| k == "AccountLinked"));
+    assert_eq!(events[2].1["bulk"]["operations"], 5);
+    assert!(trail.iter().any(|(k, _, _)| k == "AccountAdopted"));
 
     // Run again: level-triggered, nothing left to do, nothing batched.
     assert_eq!(w.batchable(&jobs).await.expect("batchable"), vec![false; 5]);
@@ -326,7 +334,7 @@ async fn with_unique_user_names_a_new_hire_is_created_without_a_user_name_look_u
 
     assert!(matches!(
         w.reconcile(&manual).await.expect("reconcile"),
-        Outcome::Changed(ref what) if what.contains(&"AccountLinked")
+        Outcome::Changed(ref what) if what.contains(&"AccountAdopted")
     ));
     let made = calls(&s.pool, manual.person_id).await;
     assert_eq!(made[1], "POST /Users 409", "{made:?}");

@@ -19,14 +19,18 @@ use tenure_sources::{ApiSettings, FetchCall};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
-/// JetStream redeliveries of one fetch before it is quarantined; each
-/// delivery already retries `max_attempts` times with backoff. With the
-/// growing delay between deliveries (up to 30 min) this rides out an HRIS
-/// outage of about 15 hours before an operator has to replay.
-const MAX_DELIVER: i64 = 60;
-/// Longer than one delivery can take (attempts × timeout plus honoured
-/// `Retry-After` waits), so a slow fetch is not redelivered while it runs.
-const ACK_WAIT: Duration = Duration::from_secs(600);
+/// The durable consumer of `tenure.fetch.>`; also the name its dead
+/// messages are filed under.
+pub const CONSUMER: &str = "tenure-fetch";
+
+/// How the fetch consumer is bounded: 35 deliveries, the first retry after
+/// 30 s, doubling up to 30 min, which rides out an HRIS outage of about 15
+/// hours before the fetch is quarantined for an operator to replay. Each
+/// delivery already retries `max_attempts` times with backoff; a delivery
+/// that runs longer than the 30 s ack wait reports progress.
+pub fn redelivery() -> tenure_bus::Redelivery {
+    tenure_bus::Redelivery::exponential(35, Duration::from_secs(30), Duration::from_secs(1800))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -288,13 +292,7 @@ pub async fn run(cfg: Config, state: Arc<IngestState>, shutdown: CancellationTok
     }
     let consumer = match state
         .bus
-        .durable_consumer(
-            FETCH_STREAM,
-            "tenure-fetch",
-            "tenure.fetch.>",
-            ACK_WAIT,
-            MAX_DELIVER,
-        )
+        .bounded_consumer(FETCH_STREAM, CONSUMER, "tenure.fetch.>", &redelivery())
         .await
     {
         Ok(c) => c,
@@ -303,6 +301,19 @@ pub async fn run(cfg: Config, state: Arc<IngestState>, shutdown: CancellationTok
             return;
         }
     };
+    // A fetch that crashed or hung on every delivery is filed, not lost.
+    match state.bus.watch_exhausted(FETCH_STREAM, CONSUMER).await {
+        Ok(watch) => {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = watch => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            });
+        }
+        Err(e) => warn!(error = %e, "cannot watch for exhausted fetches"),
+    }
     let mut messages = match consumer.messages().await {
         Ok(m) => m,
         Err(e) => {
@@ -347,13 +358,17 @@ async fn handle(
     let env: FetchEnvelope = match serde_json::from_slice(&msg.payload) {
         Ok(e) => e,
         Err(e) => {
-            error!(error = %e, "undecodable fetch request; terminating it");
-            let _ = msg.ack_with(async_nats::jetstream::AckKind::Term).await;
+            let why = format!("undecodable fetch request: {e}");
+            if let Err(de) = tenure_bus::dlq::settle_poison(&state.bus, &msg, CONSUMER, &why).await
+            {
+                error!(error = %de, %why, "could not dead-letter an undecodable fetch request; it is redelivered");
+            }
             return;
         }
     };
     let span = tracing::info_span!("fetch", source = %env.source, delivery_id = %env.delivery_id, person = %env.request.source_person_id, correlation_id = %env.correlation_id);
-    async {
+    let redelivery = redelivery();
+    let work = async {
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
         let outcome = match (state.sources.get(&env.source), clients.get(&env.source)) {
             (None, _) => Err(FetchError::Permanent(format!(
@@ -385,9 +400,9 @@ async fn handle(
                 info!("person fetched back and published");
                 let _ = msg.ack().await;
             }
-            Err(FetchError::Transient(m)) if delivered < MAX_DELIVER => {
-                warn!(error = %m, delivered, "fetch failed; JetStream redelivers it later");
-                let wait = Duration::from_secs((30 * delivered as u64).min(1800));
+            Err(FetchError::Transient(m)) if !redelivery.is_last(delivered) => {
+                let wait = redelivery.nak_delay(delivered);
+                warn!(error = %m, delivered, wait_s = wait.as_secs(), "fetch failed; JetStream redelivers it later");
                 let _ = msg
                     .ack_with(async_nats::jetstream::AckKind::Nak(Some(wait)))
                     .await;
@@ -409,18 +424,25 @@ async fn handle(
                     Ok(_) => {
                         let _ = msg.ack_with(async_nats::jetstream::AckKind::Term).await;
                     }
+                    // The quarantine is unavailable: the dead-letter queue
+                    // keeps it instead (or, failing that too, it is
+                    // redelivered, and filed once JetStream stops).
                     Err(qe) => {
-                        warn!(error = %qe, "could not quarantine the fetch; it will be redelivered");
-                        let _ = msg
-                            .ack_with(async_nats::jetstream::AckKind::Nak(Some(Duration::from_secs(30))))
-                            .await;
+                        warn!(error = %qe, "could not quarantine the fetch; dead-lettering it");
+                        let why = format!("{reason} (the quarantine was unavailable: {qe})");
+                        if let Err(de) =
+                            tenure_bus::dlq::settle_poison(&state.bus, &msg, CONSUMER, &why).await
+                        {
+                            warn!(error = %de, "could not dead-letter the fetch either; it will be redelivered");
+                        }
                     }
                 }
             }
         }
-    }
-    .instrument(span)
-    .await
+    };
+    tenure_bus::with_progress(&msg, redelivery.ack_wait() / 2, work)
+        .instrument(span)
+        .await
 }
 
 /// A person deleted in the HRIS loses access at once, reversibly: the last

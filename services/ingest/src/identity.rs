@@ -35,12 +35,14 @@ use crate::{Accepted, ErrorBody};
 
 use tenure_bus::IDP_FETCH_STREAM;
 
-/// JetStream deliveries of one re-fetch before it is quarantined; each
-/// delivery already retries the API call with backoff.
-const MAX_DELIVER: i64 = 30;
-/// Longer than one delivery can take, group fan-outs included (they report
-/// progress).
-const ACK_WAIT: Duration = Duration::from_secs(300);
+/// How a re-fetch consumer is bounded: 30 deliveries, the first retry after
+/// 10 s, doubling up to 10 min (about 4 hours in all) before it is
+/// quarantined; each delivery already retries the API call with backoff,
+/// and a delivery longer than the 10 s ack wait (a group's members) reports
+/// progress.
+fn refetch_redelivery() -> tenure_bus::Redelivery {
+    tenure_bus::Redelivery::exponential(30, Duration::from_secs(10), Duration::from_secs(600))
+}
 /// At most this many members of one group are re-fetched for one event;
 /// beyond it, the SCIM provider's own sync is relied upon.
 const MAX_GROUP_MEMBERS: usize = 5000;
@@ -74,6 +76,9 @@ pub fn mount(
                 format!("{}{prefix}", public.trim_end_matches('/')),
             );
             p.max_body_bytes = p.max_body_bytes.max(cfg.ingest.max_body_bytes);
+            // A change whose snapshot could not be published as one message
+            // is refused at the endpoint (413) instead of stalling the relay.
+            p.max_snapshot_bytes = max_snapshot_bytes(bus.client.max_payload());
             Arc::new(p)
         };
         let prefix = format!("/scim/v2/{}", idp.name);
@@ -108,52 +113,183 @@ pub fn mount(
     Ok((router, tasks))
 }
 
+/// Publish attempts of one outbox row that JetStream keeps refusing (while
+/// others go through) before it is dead-lettered and the relay moves on.
+const MAX_RELAY_ATTEMPTS: u32 = 8;
+/// Room left in a message for the envelope's other fields and headers.
+const ENVELOPE_ROOM: usize = 8 * 1024;
+
+/// The name a relay's dead messages are filed under.
+pub fn relay_name(provider: &str) -> String {
+    format!("idp-relay-{provider}")
+}
+
+/// The largest snapshot the inbound SCIM endpoint accepts for a server
+/// whose largest message is `max_payload` bytes.
+pub fn max_snapshot_bytes(max_payload: usize) -> usize {
+    tenure_idp_scim::Provider::DEFAULT_MAX_SNAPSHOT_BYTES
+        .min(max_payload.saturating_sub(ENVELOPE_ROOM))
+        .max(1024)
+}
+
 /// Publishes pending identity snapshots, oldest first. The outbox sequence
 /// is the message id, so two ingest instances publishing the same rows (or
-/// a crash between publish and mark) never produce two messages.
+/// a crash between publish and mark) never produce two messages. A row that
+/// cannot be published (larger than the server's `max_payload`, unreadable,
+/// or refused `MAX_RELAY_ATTEMPTS` times) is dead-lettered and removed, so
+/// it never holds up the rows behind it.
 pub async fn publish_loop(pool: PgPool, bus: Bus, provider: String, shutdown: CancellationToken) {
     info!(%provider, "identity publisher running");
+    let mut relay = Relay::default();
+    let mut idle = Duration::from_millis(250);
     loop {
-        let published = match publish_pending(&pool, &bus, &provider).await {
-            Ok(n) => n,
-            Err(e) => {
-                warn!(%provider, error = %e, "identity snapshots not published yet; retrying");
-                0
+        match publish_pending_with(&pool, &bus, &provider, &mut relay).await {
+            Ok(n) if n > 0 => {
+                idle = Duration::from_millis(250);
+                continue;
             }
-        };
-        if published > 0 {
-            continue;
+            Ok(_) => idle = Duration::from_millis(250),
+            Err(e) => {
+                // Back off while JetStream or the database is away, and say
+                // so once per retry, not four times a second.
+                warn!(%provider, error = %e, retry_in_ms = idle.as_millis() as u64, "identity snapshots not published yet; retrying");
+                idle = (idle * 2).min(Duration::from_secs(30));
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = tokio::time::sleep(idle) => {}
         }
     }
 }
 
+/// What the relay remembers between rounds: failed attempts per row.
+#[derive(Default)]
+pub struct Relay {
+    attempts: HashMap<i64, u32>,
+}
+
 pub async fn publish_pending(pool: &PgPool, bus: &Bus, provider: &str) -> anyhow::Result<usize> {
-    let pending = tenure_idp_scim::pending(pool, provider, 200).await?;
-    if pending.is_empty() {
+    publish_pending_with(pool, bus, provider, &mut Relay::default()).await
+}
+
+/// One round of the relay: publishes up to 200 rows in order, stopping at
+/// the first row JetStream refuses (so one user's snapshots stay in order)
+/// unless that row has used up its attempts. Returns how many rows left
+/// the outbox.
+pub async fn publish_pending_with(
+    pool: &PgPool,
+    bus: &Bus,
+    provider: &str,
+    relay: &mut Relay,
+) -> anyhow::Result<usize> {
+    let rows = tenure_idp_scim::pending_rows(pool, provider, 200).await?;
+    if rows.is_empty() {
         return Ok(0);
     }
-    let mut done = Vec::with_capacity(pending.len());
-    for (seq, identity) in pending {
+    let subject = subjects::identity(provider);
+    // The server's limit for one message, as it announced it on connect.
+    let max_payload = bus.client.max_payload();
+    let mut done = Vec::with_capacity(rows.len());
+    let mut failure = None;
+    for (seq, snapshot) in rows {
         let env = IdentityEnvelope {
+            sequence: Some(seq),
             delivery_id: format!("scim:{seq}"),
             received_at: Utc::now(),
             correlation_id: Uuid::new_v5(
                 &Uuid::NAMESPACE_OID,
                 format!("idp:{provider}:{seq}").as_bytes(),
             ),
-            identity,
+            identity: match serde_json::from_value(snapshot.clone()) {
+                Ok(i) => i,
+                Err(e) => {
+                    let raw = serde_json::to_vec(&snapshot).unwrap_or_default();
+                    let why = format!("outbox row {seq} is not an identity snapshot: {e}");
+                    if let Err(e) =
+                        dead_letter_row(bus, provider, seq, &subject, &raw, 1, &why).await
+                    {
+                        failure = Some(e);
+                        break;
+                    }
+                    done.push(seq);
+                    continue;
+                }
+            },
         };
+        let msg_id = env.msg_id();
         let payload = Bytes::from(serde_json::to_vec(&env)?);
-        bus.publish(&subjects::identity(provider), &env.msg_id(), &[], payload)
-            .await?;
-        done.push(seq);
+        if payload.len() + msg_id.len() + 64 > max_payload {
+            let why = format!(
+                "the identity snapshot of user '{}' is {} bytes; the NATS server accepts at most {max_payload} per message",
+                env.identity.user_name.chars().take(80).collect::<String>(),
+                payload.len()
+            );
+            if let Err(e) = dead_letter_row(bus, provider, seq, &subject, &payload, 1, &why).await {
+                failure = Some(e);
+                break;
+            }
+            done.push(seq);
+            continue;
+        }
+        match bus.publish(&subject, &msg_id, &[], payload.clone()).await {
+            Ok(_) => {
+                relay.attempts.remove(&seq);
+                done.push(seq);
+            }
+            Err(e) => {
+                let n = relay.attempts.entry(seq).or_insert(0);
+                *n += 1;
+                if *n < MAX_RELAY_ATTEMPTS {
+                    failure = Some(e.into());
+                    break;
+                }
+                let attempts = *n;
+                let why = format!("publishing failed {attempts} times: {e}");
+                if let Err(e) =
+                    dead_letter_row(bus, provider, seq, &subject, &payload, attempts, &why).await
+                {
+                    failure = Some(e);
+                    break;
+                }
+                relay.attempts.remove(&seq);
+                done.push(seq);
+            }
+        }
     }
     tenure_idp_scim::mark_published(pool, &done).await?;
-    Ok(done.len())
+    // What went through is marked even when a later row failed.
+    match failure {
+        Some(e) if done.is_empty() => Err(e),
+        Some(e) => {
+            warn!(%provider, error = %e, published = done.len(), "some identity snapshots not published yet");
+            Ok(done.len())
+        }
+        None => Ok(done.len()),
+    }
+}
+
+async fn dead_letter_row(
+    bus: &Bus,
+    provider: &str,
+    seq: i64,
+    subject: &str,
+    payload: &[u8],
+    attempts: u32,
+    why: &str,
+) -> anyhow::Result<()> {
+    let dead = tenure_bus::dlq::DeadMessage::new(
+        &relay_name(provider),
+        subject,
+        format!("idp_scim_outbox:{provider}:{seq}"),
+        payload,
+        vec![("Nats-Msg-Id".into(), format!("idp:{provider}:scim:{seq}"))],
+        u64::from(attempts),
+        why,
+    );
+    let filed = bus.dead_letter_message(&dead).await?;
+    error!(%provider, outbox_seq = seq, dead_letter = filed, reason = %why, "identity snapshot dead-lettered; the relay moves on");
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -1005,12 +1141,11 @@ pub async fn fetch_loop(
     let durable = format!("tenure-idp-fetch-{provider}");
     let consumer = loop {
         let made = bus
-            .durable_consumer(
+            .bounded_consumer(
                 IDP_FETCH_STREAM,
                 &durable,
                 &subjects::idp_fetch(&provider),
-                ACK_WAIT,
-                MAX_DELIVER,
+                &refetch_redelivery(),
             )
             .await;
         match made {
@@ -1024,6 +1159,19 @@ pub async fn fetch_loop(
             }
         }
     };
+    // A re-fetch that crashed or hung on every delivery is filed, not lost.
+    match bus.watch_exhausted(IDP_FETCH_STREAM, &durable).await {
+        Ok(watch) => {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = watch => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            });
+        }
+        Err(e) => warn!(%provider, error = %e, "cannot watch for exhausted re-fetches"),
+    }
     let mut messages = match consumer.messages().await {
         Ok(m) => m,
         Err(e) => {
@@ -1038,7 +1186,7 @@ pub async fn fetch_loop(
             m = messages.next() => m,
         };
         match next {
-            Some(Ok(msg)) => handle_fetch(&pool, &bus, &provider, &api, msg).await,
+            Some(Ok(msg)) => handle_fetch(&pool, &bus, &provider, &durable, &api, msg).await,
             Some(Err(e)) => {
                 warn!(%provider, error = %e, "IdP re-fetch consumer error; continuing");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1052,6 +1200,7 @@ async fn handle_fetch(
     pool: &PgPool,
     bus: &Bus,
     provider: &str,
+    durable: &str,
     api: &AuthentikApi,
     msg: async_nats::jetstream::Message,
 ) {
@@ -1059,19 +1208,38 @@ async fn handle_fetch(
     let req: IdpFetch = match serde_json::from_slice(&msg.payload) {
         Ok(r) => r,
         Err(e) => {
-            error!(%provider, error = %e, "undecodable IdP re-fetch; terminating it");
-            let _ = msg.ack_with(AckKind::Term).await;
+            let why = format!("undecodable IdP re-fetch: {e}");
+            if let Err(de) = tenure_bus::dlq::settle_poison(bus, &msg, durable, &why).await {
+                error!(%provider, error = %de, %why, "could not dead-letter an undecodable IdP re-fetch; it is redelivered");
+            }
             return;
         }
     };
+    let redelivery = refetch_redelivery();
     let span = tracing::info_span!("idp_fetch", %provider, delivery_id = %req.delivery_id, correlation_id = %req.correlation_id, user = tracing::field::Empty, group = tracing::field::Empty);
-    async {
+    let work = async {
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
         let result = match &req.target {
-            IdpFetchTarget::User { pk, username, email } => {
-                let shown = username.as_deref().or(email.as_deref()).or(pk.as_deref()).unwrap_or("");
+            IdpFetchTarget::User {
+                pk,
+                username,
+                email,
+            } => {
+                let shown = username
+                    .as_deref()
+                    .or(email.as_deref())
+                    .or(pk.as_deref())
+                    .unwrap_or("");
                 tracing::Span::current().record("user", shown);
-                refetch_user(pool, provider, api, pk.as_deref(), username.as_deref(), email.as_deref()).await
+                refetch_user(
+                    pool,
+                    provider,
+                    api,
+                    pk.as_deref(),
+                    username.as_deref(),
+                    email.as_deref(),
+                )
+                .await
             }
             IdpFetchTarget::Group { pk, name } => {
                 let shown = name.as_deref().or(pk.as_deref()).unwrap_or("");
@@ -1083,8 +1251,8 @@ async fn handle_fetch(
             Ok(()) => {
                 let _ = msg.ack().await;
             }
-            Err(FetchError::Transient(m)) if delivered < MAX_DELIVER => {
-                let wait = Duration::from_secs((10 * delivered as u64).min(600));
+            Err(FetchError::Transient(m)) if !redelivery.is_last(delivered) => {
+                let wait = redelivery.nak_delay(delivered);
                 warn!(error = %m, delivered, wait_s = wait.as_secs(), "IdP re-fetch failed; JetStream redelivers it later");
                 let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
             }
@@ -1105,15 +1273,21 @@ async fn handle_fetch(
                         let _ = msg.ack_with(AckKind::Term).await;
                     }
                     Err(qe) => {
-                        warn!(error = %qe, "could not quarantine the IdP re-fetch; it will be redelivered");
-                        let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(30)))).await;
+                        warn!(error = %qe, "could not quarantine the IdP re-fetch; dead-lettering it");
+                        let why = format!("{reason} (the quarantine was unavailable: {qe})");
+                        if let Err(de) =
+                            tenure_bus::dlq::settle_poison(bus, &msg, durable, &why).await
+                        {
+                            warn!(error = %de, "could not dead-letter the IdP re-fetch either; it will be redelivered");
+                        }
                     }
                 }
             }
         }
-    }
-    .instrument(span)
-    .await
+    };
+    tenure_bus::with_progress(&msg, redelivery.ack_wait() / 2, work)
+        .instrument(span)
+        .await
 }
 
 fn mirror_error(e: tenure_idp_scim::Error) -> FetchError {

@@ -8,9 +8,11 @@ pub mod fetch;
 pub mod identity;
 pub mod openapi;
 pub mod replay;
+pub mod signed_content;
+pub mod unauthenticated;
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,13 +23,17 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tenure_bus::{subjects, Bus, FetchEnvelope, IngestEnvelope};
 use tenure_config::{Config, SourceConfig};
+use tenure_sources::signature::SignatureVersion;
 use tenure_sources::{Adapter, AdapterError, ErrorKind, FieldMapping, Kind, Outcome};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
+use unauthenticated::{Gate, Stats, Throttle};
 use uuid::Uuid;
 
 pub const GENERIC_SOURCE: &str = "generic";
@@ -106,6 +112,13 @@ pub struct IngestState {
     pub sources: HashMap<String, Arc<SourceRuntime>>,
     pub max_clock_skew_secs: u64,
     pub clock: Clock,
+    /// Accept deprecated `v1=` generic signatures (`ingest.generic.accept_v1`).
+    pub accept_v1: bool,
+    /// Rate limits on recording requests that fail authentication.
+    pub gate: Gate,
+    pub stats: Stats,
+    v1_log: Throttle,
+    signed_stream: tokio::sync::OnceCell<()>,
 }
 
 impl IngestState {
@@ -127,6 +140,11 @@ impl IngestState {
             sources,
             max_clock_skew_secs: 300,
             clock,
+            accept_v1: true,
+            gate: Gate::new(60, 20),
+            stats: Stats::default(),
+            v1_log: Throttle::default(),
+            signed_stream: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -139,7 +157,9 @@ impl IngestState {
 pub struct ErrorBody {
     /// Stable error code: `invalid_signature`, `malformed_json`,
     /// `malformed_payload`, `invalid_record`, `source_not_configured`,
-    /// `payload_too_large`, `rate_limited`, `unknown_source`, `unavailable`;
+    /// `payload_too_large`, `rate_limited`, `unknown_source`, `unavailable`
+    /// (JetStream did not confirm storing: retrying with the same delivery
+    /// id is safe), `invalid_delivery_id`, `request_timeout`;
     /// for IdP notifications also `unknown_idp` and `invalid_token`.
     pub error: &'static str,
     pub message: String,
@@ -180,6 +200,16 @@ impl Rejection {
         }
     }
 
+    /// JetStream did not confirm that it stored the message. It may have
+    /// (a lost ack), so the answer must not say it did not.
+    fn unavailable() -> Self {
+        Rejection::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "not confirmed: JetStream did not acknowledge storing the record in time; retrying with the same delivery id is safe (it is applied once)",
+        )
+    }
+
     fn from_adapter(kind: Kind, e: AdapterError) -> Self {
         let (status, code) = match e.kind {
             ErrorKind::Unauthorized => (StatusCode::UNAUTHORIZED, "invalid_signature"),
@@ -200,9 +230,19 @@ pub fn router(state: Arc<IngestState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/openapi.json", get(openapi::serve))
+        .route("/stats", get(stats))
         .route("/v1/sources/generic/records", post(generic_record))
         .route("/v1/sources/{name}/webhook", post(source_webhook))
         .with_state(state)
+}
+
+/// Counters since the process started (docs/security.md): deprecated
+/// signatures, signed-content duplicates, unauthenticated requests
+/// recorded and dropped.
+#[utoipa::path(get, path = "/stats", tag = "operations",
+    responses((status = 200, description = "Counters since start", body = unauthenticated::StatsSnapshot)))]
+pub async fn stats(State(state): State<Arc<IngestState>>) -> Json<unauthenticated::StatsSnapshot> {
+    Json(state.stats.snapshot())
 }
 
 fn generic_delivery_id(headers: &HeaderMap, body: &[u8]) -> Result<String, Rejection> {
@@ -243,7 +283,7 @@ fn body_hash(body: &[u8]) -> String {
     path = "/v1/sources/generic/records",
     tag = "sources",
     request_body(content = String, content_type = "application/json",
-        description = "One person record (docs/api.md), signed: `X-Tenure-Timestamp` (Unix seconds) and `X-Tenure-Signature: v1=<hex HMAC-SHA256(secret, \"<timestamp>.<body>\")>`; optional `X-Tenure-Delivery` id for de-duplication."),
+        description = "One person record (docs/api.md), signed: `X-Tenure-Timestamp` (Unix seconds), optional `X-Tenure-Delivery` id for de-duplication, and `X-Tenure-Signature: v2=<hex HMAC-SHA256(secret, \"v2:<timestamp>:<delivery id>:<body>\")>` (the deprecated `v1=<hex HMAC-SHA256(secret, \"<timestamp>.<body>\")>` is still accepted unless `ingest.generic.accept_v1 = false`)."),
     responses(
         (status = 202, description = "Stored in JetStream", body = Accepted),
         (status = 400, description = "Not JSON or a bad delivery id", body = ErrorBody),
@@ -251,7 +291,7 @@ fn body_hash(body: &[u8]) -> String {
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 422, description = "A field is missing or invalid; `field` names it", body = ErrorBody),
         (status = 429, description = "Over the source's rate limit; retry after `Retry-After`", body = ErrorBody),
-        (status = 503, description = "JetStream unavailable; retry", body = ErrorBody),
+        (status = 503, description = "Not confirmed: JetStream did not acknowledge in time; retrying with the same delivery id is safe", body = ErrorBody),
     )
 )]
 pub async fn generic_record(State(state): State<Arc<IngestState>>, request: Request) -> Response {
@@ -277,7 +317,7 @@ pub async fn generic_record(State(state): State<Arc<IngestState>>, request: Requ
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 422, description = "Invalid field, or the source is not fully configured; quarantined for replay", body = ErrorBody),
         (status = 429, description = "Over the source's rate limit", body = ErrorBody),
-        (status = 503, description = "JetStream unavailable; retry", body = ErrorBody),
+        (status = 503, description = "Not confirmed: JetStream did not acknowledge in time; retrying the same webhook is safe", body = ErrorBody),
     )
 )]
 pub async fn source_webhook(
@@ -312,11 +352,15 @@ async fn receive(state: Arc<IngestState>, name: String, request: Request) -> Res
                 .into_response();
         }
     }
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let (parts, body) = request.into_parts();
     let body = match read_body(&parts.headers, body, source.max_body_bytes).await {
         Ok(b) => b,
         Err((rejection, partial)) => {
-            return reject(&state, &name, rejection, partial, &parts.headers).await
+            return reject(&state, &source, rejection, partial, &parts.headers, client).await
         }
     };
     let received_at = (state.clock)();
@@ -327,11 +371,12 @@ async fn receive(state: Arc<IngestState>, name: String, request: Request) -> Res
         body.clone(),
         received_at,
         false,
+        client.map(|c| c.ip()),
     )
     .await
     {
         Ok(answer) => answer.into_response(),
-        Err(r) => reject(&state, &name, r, body, &parts.headers).await,
+        Err(r) => reject(&state, &source, r, body, &parts.headers, client).await,
     }
 }
 
@@ -386,9 +431,10 @@ pub(crate) async fn accept(
     body: Bytes,
     received_at: DateTime<Utc>,
     replay: bool,
+    client: Option<IpAddr>,
 ) -> Result<Answer, Rejection> {
     let kind = source.adapter.kind;
-    let delivery = if kind == Kind::Generic {
+    let mut delivery = if kind == Kind::Generic {
         generic_delivery_id(headers, &body)?
     } else {
         source
@@ -397,17 +443,57 @@ pub(crate) async fn accept(
             .filter(|d| valid_delivery_id(d))
             .unwrap_or_else(|| body_hash(&body))
     };
+    // Authentication first, before anything waits on JetStream: a forged
+    // request is answered at once whatever state NATS is in.
+    let now = if replay { received_at } else { (state.clock)() };
+    let outcome = source
+        .adapter
+        .handle(headers, &body, now, state.max_clock_skew_secs)
+        .map_err(|e| Rejection::from_adapter(kind, e))?;
+    if kind == Kind::Generic && generic_signature_version(headers) == SignatureVersion::V1 {
+        if !state.accept_v1 {
+            return Err(Rejection::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_signature",
+                "v1 signatures are no longer accepted (ingest.generic.accept_v1 = false); sign with v2, which covers X-Tenure-Delivery",
+            ));
+        }
+        let n = state
+            .stats
+            .signature_v1_accepted
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if state.v1_log.due(60) {
+            warn!(source = %source.name, v1_accepted_since_start = n, "deprecated v1 signature accepted: it does not cover X-Tenure-Delivery; senders should sign with v2 (docs/sources/generic.md)");
+        }
+        if matches!(outcome, Outcome::Records(_)) {
+            let ts = headers
+                .get(tenure_sources::signature::H_TENURE_TIMESTAMP)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let key = signed_content::content_key(&source.name, ts, &body);
+            let first = signed_content::first_delivery(state, &source.name, &key, &delivery)
+                .await
+                .map_err(|e| {
+                    warn!(source = %source.name, error = %e, "JetStream did not confirm the signed-content check");
+                    Rejection::unavailable()
+                })?;
+            if first != delivery {
+                state
+                    .stats
+                    .signed_content_duplicates
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(source = %source.name, delivery_id = %delivery, first_delivery_id = %first, "v1 webhook with signed content seen before under another delivery id: handled as that delivery");
+                delivery = first;
+            }
+        }
+    }
     let correlation_id = Uuid::new_v5(
         &Uuid::NAMESPACE_OID,
         format!("{}:{delivery}", source.name).as_bytes(),
     );
     let span = tracing::info_span!("ingest", source = %source.name, delivery_id = %delivery, %correlation_id, replay, person = tracing::field::Empty);
     async move {
-        let now = if replay { received_at } else { (state.clock)() };
-        let outcome = source
-            .adapter
-            .handle(headers, &body, now, state.max_clock_skew_secs)
-            .map_err(|e| Rejection::from_adapter(kind, e))?;
         let accepted = |status: &'static str,
                         duplicate: bool,
                         records: usize,
@@ -428,19 +514,34 @@ pub(crate) async fn accept(
                 info!("setup handshake answered");
                 if let Some(reason) = source.adapter.handshake_quarantine_reason(&body) {
                     // The operator must read what the vendor sent (Gusto's
-                    // verification token) and nowhere else keeps it.
-                    if let Err(e) = state
-                        .bus
-                        .quarantine_request(
-                            &source.name,
-                            200,
-                            reason,
-                            body.clone(),
-                            &kept_headers(headers),
-                        )
-                        .await
-                    {
-                        warn!(error = %e, "could not keep the handshake payload");
+                    // verification token) and nowhere else keeps it. It
+                    // is unauthenticated by nature, so rate-limited like
+                    // other unauthenticated payloads.
+                    if !replay {
+                        state.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if !replay && !state.gate.admit(&source.name, client) {
+                        unauthenticated::dropped(&state.gate, &state.stats, &source.name, client);
+                    } else {
+                        if !replay {
+                            state
+                                .stats
+                                .unauthenticated_recorded
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let Err(e) = state
+                            .bus
+                            .quarantine_request(
+                                &source.name,
+                                200,
+                                reason,
+                                body.clone(),
+                                &kept_headers(headers),
+                            )
+                            .await
+                        {
+                            warn!(error = %e, "could not keep the handshake payload");
+                        }
                     }
                 }
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
@@ -553,12 +654,8 @@ async fn publish(
         .publish(subject, msg_id, &[], payload)
         .await
         .map_err(|e| {
-            warn!(error = %e, "JetStream did not store the message");
-            Rejection::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the record could not be stored; retry later",
-            )
+            warn!(error = %e, "JetStream did not confirm storing the message");
+            Rejection::unavailable()
         })
 }
 
@@ -612,31 +709,100 @@ pub fn headers_from(pairs: &[(String, String)]) -> HeaderMap {
     map
 }
 
+fn generic_signature_version(headers: &HeaderMap) -> SignatureVersion {
+    tenure_sources::signature::generic_version(
+        headers
+            .get(tenure_sources::signature::H_TENURE_SIGNATURE)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// Where a refused request is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// JetStream is down: there is nowhere to keep it.
+    Nothing,
+    /// Failed before authentication: metadata in the rejected-request
+    /// store, rate-limited, without waiting for it.
+    Rejected,
+    /// Unverifiable (the source has no secret yet) but needed for replay:
+    /// in full in the quarantine, rate-limited.
+    QuarantineLimited,
+    /// Authentic but refused: in full in the quarantine.
+    Quarantine,
+}
+
+fn keep(r: &Rejection, source: &SourceRuntime) -> Keep {
+    match (r.status, r.body.error) {
+        (StatusCode::SERVICE_UNAVAILABLE, _) => Keep::Nothing,
+        (StatusCode::UNAUTHORIZED, _) | (_, "payload_too_large" | "invalid_delivery_id") => {
+            Keep::Rejected
+        }
+        (_, "source_not_configured") if !source.adapter.has_secret() => Keep::QuarantineLimited,
+        _ => Keep::Quarantine,
+    }
+}
+
 async fn reject(
     state: &IngestState,
-    source: &str,
+    source: &SourceRuntime,
     r: Rejection,
     payload: Bytes,
     headers: &HeaderMap,
+    client: Option<SocketAddr>,
 ) -> Response {
-    warn!(source, status = r.status.as_u16(), error = r.body.error, reason = %r.body.message, "payload rejected");
-    if r.status != StatusCode::SERVICE_UNAVAILABLE {
-        let reason = match &r.body.field {
-            Some(f) => format!("{}: {}: {}", r.body.error, f, r.body.message),
-            None => format!("{}: {}", r.body.error, r.body.message),
-        };
-        if let Err(e) = state
-            .bus
-            .quarantine_request(
-                source,
-                r.status.as_u16(),
-                &reason,
-                payload,
-                &kept_headers(headers),
-            )
-            .await
-        {
-            warn!(error = %e, "could not quarantine the rejected payload");
+    let name = source.name.as_str();
+    let reason = || match &r.body.field {
+        Some(f) => format!("{}: {}: {}", r.body.error, f, r.body.message),
+        None => format!("{}: {}", r.body.error, r.body.message),
+    };
+    let ip = client.map(|c| c.ip());
+    let kept = keep(&r, source);
+    if kept == Keep::QuarantineLimited {
+        state.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
+    }
+    match kept {
+        Keep::Nothing => {
+            warn!(source = name, status = r.status.as_u16(), error = r.body.error, reason = %r.body.message, "payload rejected");
+        }
+        Keep::QuarantineLimited if !state.gate.admit(name, ip) => {
+            unauthenticated::dropped(&state.gate, &state.stats, name, ip);
+        }
+        Keep::Rejected => unauthenticated::record_rejected(
+            &state.bus,
+            &state.gate,
+            &state.stats,
+            unauthenticated::Refused {
+                source: name,
+                status: r.status.as_u16(),
+                error: r.body.error,
+                reason: reason(),
+                client,
+                body: payload,
+                headers,
+            },
+        ),
+        Keep::QuarantineLimited | Keep::Quarantine => {
+            warn!(source = name, client = ?client, status = r.status.as_u16(), error = r.body.error, reason = %r.body.message, "payload rejected; quarantined");
+            if kept == Keep::QuarantineLimited {
+                state
+                    .stats
+                    .unauthenticated_recorded
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if let Err(e) = state
+                .bus
+                .quarantine_request(
+                    name,
+                    r.status.as_u16(),
+                    &reason(),
+                    payload,
+                    &kept_headers(headers),
+                )
+                .await
+            {
+                warn!(error = %e, "could not quarantine the rejected payload");
+            }
         }
     }
     let mut resp = (r.status, Json(r.body)).into_response();
@@ -663,6 +829,11 @@ pub fn state_from_config(cfg: &Config, bus: Bus) -> anyhow::Result<IngestState> 
     let mut state =
         IngestState::generic(bus, &secret, cfg.ingest.max_body_bytes, Arc::new(Utc::now));
     state.max_clock_skew_secs = cfg.ingest.max_clock_skew_secs;
+    state.accept_v1 = cfg.ingest.generic.accept_v1;
+    state.gate = Gate::new(
+        cfg.ingest.unauthenticated_per_source_per_minute,
+        cfg.ingest.unauthenticated_per_client_per_minute,
+    );
     for src in &cfg.sources {
         if src.kind.fetches() && src.api.is_none() {
             warn!(source = %src.name, kind = %src.kind, "source has no [source.api]: its dataless webhooks will be quarantined");
@@ -670,6 +841,18 @@ pub fn state_from_config(cfg: &Config, bus: Bus) -> anyhow::Result<IngestState> 
         state.add_source(SourceRuntime::from_config(src, cfg.ingest.max_body_bytes));
     }
     Ok(state)
+}
+
+/// The `[ingest]` listener bounds (docs/security.md).
+pub fn listener_limits(cfg: &Config) -> tenure_http::Limits {
+    let i = &cfg.ingest;
+    tenure_http::Limits {
+        header_read_timeout: std::time::Duration::from_secs(i.header_read_timeout_secs),
+        request_timeout: std::time::Duration::from_secs(i.request_timeout_secs),
+        idle_timeout: std::time::Duration::from_secs(i.idle_timeout_secs),
+        max_connections: i.max_connections,
+        max_connections_per_client: i.max_connections_per_client,
+    }
 }
 
 /// Runs the ingest HTTP server, the fetch-back worker and, when IdPs are
@@ -701,9 +884,7 @@ pub async fn run(
     )));
     let listener = tokio::net::TcpListener::bind(&cfg.ingest.listen).await?;
     info!(listen = %listener.local_addr()?, sources = state.sources.len(), idps = cfg.idp.len(), "ingest listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    tenure_http::serve("ingest", listener, app, listener_limits(cfg), shutdown).await?;
     for t in tasks {
         let _ = t.await;
     }

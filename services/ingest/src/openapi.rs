@@ -17,11 +17,13 @@ The inbound SCIM 2.0 endpoint for identity providers (`/scim/v2`, RFC 7644) is d
     paths(
         crate::generic_record,
         crate::source_webhook,
-        crate::identity::idp_events
+        crate::identity::idp_events,
+        crate::stats
     ),
-    components(schemas(crate::ErrorBody, crate::Accepted)),
+    components(schemas(crate::ErrorBody, crate::Accepted, crate::unauthenticated::StatsSnapshot)),
     tags(
         (name = "sources", description = "HR system webhooks"),
+        (name = "operations", description = "Counters for operators (docs/security.md)"),
         (name = "idp", description = "Identity provider notifications (Authentik)")
     )
 )]

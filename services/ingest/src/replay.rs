@@ -153,6 +153,7 @@ async fn run(
         entry.raw.clone(),
         received_at,
         true,
+        None,
     )
     .await
     .map_err(|r| ReplayError::Refused {

@@ -1,6 +1,7 @@
 //! `tenure`: migrations, the services (one, several or all in one process),
 //! and operator commands over the event store and the quarantine.
 
+mod audit;
 mod import;
 mod quarantine;
 
@@ -68,6 +69,20 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
+    /// IdP identities as the engine last applied them, and the HR person
+    /// each is linked to.
+    Identities {
+        /// Only this `[[idp]]`.
+        #[arg(long)]
+        idp: Option<String>,
+        /// Only identities no HR person correlates with.
+        #[arg(long)]
+        unlinked: bool,
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// List accounts per app as Tenure last saw them.
     Accounts {
         #[arg(long)]
@@ -83,10 +98,19 @@ enum Cmd {
         #[arg(long)]
         live: bool,
     },
-    /// Bring an app's groups in line with its `[[app.group]]` definitions now.
+    /// Bring an app's groups in line with its `[[app.group]]` definitions
+    /// now; lists groups set aside as not converging.
     Groups {
         #[arg(long)]
         app: String,
+        /// Let these groups set aside as not converging be synced again
+        /// (their names as `tenure groups` lists them).
+        #[arg(long = "redrive", value_name = "GROUP")]
+        redrive: Vec<String>,
+        /// Let every group of the app set aside as not converging be
+        /// synced again.
+        #[arg(long, conflicts_with = "redrive")]
+        redrive_all: bool,
     },
     /// List an app's accounts and report those Tenure does not manage.
     Drift {
@@ -170,24 +194,33 @@ enum ImportCmd {
 
 #[derive(Subcommand)]
 enum DlqCmd {
-    /// Dead letters, oldest first: number, app, person, reason, last error.
+    /// Dead letters of both kinds, oldest first: `job` (a fanout job for
+    /// one app and person) and `message` (any other message a consumer or
+    /// relay could not process), with number, origin, deliveries and error.
     List {
-        #[arg(long)]
+        /// Job dead letters of this app only.
+        #[arg(long, conflicts_with = "consumer")]
         app: Option<String>,
+        /// Dead messages of this consumer only (e.g. `engine`, `tenure-fetch`).
+        #[arg(long)]
+        consumer: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
     /// One dead letter in full, as JSON.
     Show { sequence: u64 },
-    /// Put jobs back on their app's queue (after fixing the cause).
+    /// Put jobs back on their app's queue, and messages back on their
+    /// original subject (after fixing the cause).
     Redrive {
         /// Numbers from `dlq list`.
         sequences: Vec<u64>,
-        /// Every dead letter (of `--app`, when given).
+        /// Every dead letter (of `--app` or `--consumer`, when given).
         #[arg(long, conflicts_with = "sequences")]
         all: bool,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "consumer")]
         app: Option<String>,
+        #[arg(long)]
+        consumer: Option<String>,
     },
 }
 
@@ -204,6 +237,8 @@ enum ScheduleCmd {
 enum AuditCmd {
     /// Re-walk every stream's hash chain; exit 1 when anything was altered.
     Verify,
+    #[command(flatten)]
+    Query(audit::AuditQueryCmd),
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -220,11 +255,72 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// A command's output piped into `head` must end the command when `head`
+/// stops reading, as for any Unix tool, not panic in `println!` on EPIPE.
+/// Rust ignores SIGPIPE by default; restoring the default action makes a
+/// write to a closed pipe end the process silently. Sockets are unaffected
+/// (Rust writes to them with MSG_NOSIGNAL), and the long-running services
+/// keep ignoring SIGPIPE so a closed log pipe cannot kill them.
+fn die_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal disposition to its default is async-signal-
+    // safe and touches no memory of this process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// The services need a descriptor per connection on each listener
+/// (`max_connections`), plus database and NATS connections. The default
+/// soft limit (often 1,024) is below that, and running out makes `accept`
+/// fail on every listener at once; the hard limit is usually far higher,
+/// so raise the soft one to it (as Go's runtime does) and say when even
+/// that is too low.
+fn raise_open_file_limit(cfg: &Config) {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write `lim`, a valid
+        // local struct.
+        let soft = unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim.rlim_cur = lim.rlim_max;
+                }
+            }
+            lim.rlim_cur
+        };
+        let needed = (cfg.ingest.max_connections + cfg.api.max_connections + 256) as u64;
+        if soft < needed {
+            tracing::warn!(
+                open_file_limit = soft,
+                needed,
+                "the open-file limit is below ingest.max_connections + api.max_connections + 256; raise LimitNOFILE (deploy/systemd) or lower the limits"
+            );
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tenure_config::telemetry::init();
     let cli = Cli::parse();
     let cfg = load_config(&cli)?;
+    if matches!(cli.command, Cmd::Run { .. } | Cmd::Up) {
+        raise_open_file_limit(&cfg);
+    } else {
+        die_quietly_on_closed_pipe();
+    }
     match &cli.command {
         Cmd::Migrate => migrate(&cfg).await,
         Cmd::Run { services } => run(&cfg, services).await,
@@ -252,6 +348,66 @@ async fn main() -> anyhow::Result<()> {
                     p.source_person_id,
                     p.attributes["email"].as_str().unwrap_or(""),
                     p.attributes["department"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        Cmd::Identities {
+            idp,
+            unlinked,
+            limit,
+            json,
+        } => {
+            let pool = service_pool(&cfg, 2).await?;
+            let rows =
+                tenure_api::queries::identities(&pool, idp.as_deref(), *unlinked, *limit).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            if rows.is_empty() {
+                println!(
+                    "no IdP identities{}",
+                    if *unlinked { " without a person" } else { "" }
+                );
+            }
+            for r in rows {
+                let first = |v: &serde_json::Value| {
+                    v.as_array()
+                        .and_then(|a| a.first())
+                        .and_then(|e| e.as_str())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let groups: Vec<&str> = r
+                    .groups
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|g| g.as_str()).collect())
+                    .unwrap_or_default();
+                let link = match (r.person_id, &r.person_email) {
+                    (Some(p), Some(e)) => format!("-> {p} {e}"),
+                    (Some(p), None) => format!("-> {p}"),
+                    (None, _) => "unlinked".to_string(),
+                };
+                let state = if r.deleted {
+                    "deleted"
+                } else if r.active == Some(false) {
+                    "inactive"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<10} {:<24} {:<30} {:<8} {:<44} groups: {}",
+                    r.provider,
+                    r.user_name,
+                    first(&r.emails),
+                    state,
+                    link,
+                    if groups.is_empty() {
+                        "-".to_string()
+                    } else {
+                        groups.join(", ")
+                    }
                 );
             }
             Ok(())
@@ -317,13 +473,49 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Plan { app, live } => plan(&cfg, app, *live).await,
-        Cmd::Groups { app } => {
+        Cmd::Groups {
+            app,
+            redrive,
+            redrive_all,
+        } => {
             let app_cfg = cfg
                 .app(app)
                 .with_context(|| format!("no app named {app:?} in the configuration"))?;
             let pool = service_pool(&cfg, 4).await?;
             let worker = tenure_fanout::app_worker(app_cfg, &cfg.fanout, pool).await?;
+            if *redrive_all || !redrive.is_empty() {
+                let released = worker.redrive_groups(redrive).await?;
+                for name in &released {
+                    println!("{app}: group {name:?} redriven");
+                }
+                if let Some(name) = redrive.iter().find(|n| !released.contains(n)) {
+                    bail!("group {name:?} is not set aside in {app}");
+                }
+            }
             let r = worker.sync_groups().await?;
+            for g in &r.stuck {
+                println!(
+                    "{}: group {:?} ({}) set aside{}: {}; redrive with `tenure groups --app {} --redrive {:?}`",
+                    r.app,
+                    g.name,
+                    g.remote_id,
+                    g.since
+                        .map(|t| format!(" since {}", t.format("%Y-%m-%d %H:%M:%S")))
+                        .unwrap_or_default(),
+                    g.reason,
+                    r.app,
+                    g.name
+                );
+            }
+            for name in &r.protected {
+                println!(
+                    "{}: group {name:?} is protected by the app's profile; Tenure never changes it",
+                    r.app
+                );
+            }
+            for l in &r.learned {
+                println!("{}: learned {} = {}: {}", r.app, l.what, l.value, l.reason);
+            }
             if let Some(why) = &r.skipped {
                 println!("{}: groups not synced: {why}", r.app);
             }
@@ -349,6 +541,32 @@ async fn main() -> anyhow::Result<()> {
             let pool = service_pool(&cfg, 4).await?;
             let worker = tenure_fanout::app_worker(app_cfg, &cfg.fanout, pool).await?;
             let report = worker.sweep(*deactivate).await?;
+            for a in worker.adopted_accounts().await? {
+                println!(
+                    "adopted    {:<36} {:<30} at {} (policy {}, externalId before: {:?})",
+                    a.remote_id,
+                    a.user_name,
+                    a.adopted_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    a.policy,
+                    a.previous_external_id.unwrap_or_default()
+                );
+            }
+            for l in &report.learned {
+                println!(
+                    "{}: learned {} = {}: {}",
+                    report.app, l.what, l.value, l.reason
+                );
+            }
+            let learned = worker.client.learned();
+            if learned.paging == tenure_scim::Paging::StartIndexOnly {
+                println!("{}: the server fails when `count` is sent; lists are paged with startIndex only, at the server's page size", report.app);
+            }
+            if learned.filter_ignored {
+                println!(
+                    "{}: the server ignores `filter`; look-ups scan the whole list and match here",
+                    report.app
+                );
+            }
             for u in &report.unmanaged {
                 println!(
                     "unmanaged  {:<36} {:<30} active={}",
@@ -410,6 +628,9 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Audit {
+            command: AuditCmd::Query(command),
+        } => audit::run(&cfg, command).await,
         Cmd::Quarantine { command } => quarantine::run(&cfg, command).await,
         Cmd::Import {
             command:
@@ -446,8 +667,57 @@ async fn migrate(cfg: &Config) -> anyhow::Result<()> {
     create_database_if_missing(&cfg.database.url).await?;
     let pool = tenure_store::connect(&cfg.database.url, None, 2).await?;
     tenure_store::migrate(&pool).await?;
+    // Closed now, so `tenure up` holds only its service pool afterwards.
+    pool.close().await;
     info!("migrations applied");
     Ok(())
+}
+
+/// The fewest connections `services` can work with in one process: the
+/// engine keeps two for notifications (outbox, schedules) and needs one to
+/// work; every fanout job holds one for its lease and the pool keeps
+/// `tenure_fanout::POOL_HEADROOM` for everything else.
+fn minimum_pool(services: &[Service]) -> u32 {
+    let engine = if services.contains(&Service::Engine) {
+        3
+    } else {
+        0
+    };
+    let fanout = if services.contains(&Service::Fanout) {
+        tenure_fanout::POOL_HEADROOM + 1
+    } else {
+        0
+    };
+    let others = services
+        .iter()
+        .filter(|s| matches!(s, Service::Ingest | Service::Api))
+        .count() as u32;
+    (engine + others).max(fanout).max(2)
+}
+
+/// The process's one connection pool, sized by `[database]
+/// max_connections`, after checking that the size suits the services and
+/// that PostgreSQL has room for it.
+async fn process_pool(cfg: &Config, services: &[Service]) -> anyhow::Result<PgPool> {
+    let budget = cfg.database.max_connections;
+    let minimum = minimum_pool(services);
+    if budget < minimum {
+        bail!(
+            "[database] max_connections = {budget} is too small for {services:?} in one process: \
+             at least {minimum} are needed (the engine keeps 2 connections for notifications, \
+             each fanout job holds one while it runs and {} are kept for everything else)",
+            tenure_fanout::POOL_HEADROOM
+        );
+    }
+    let pool = service_pool(cfg, budget).await?;
+    let server = tenure_store::ensure_room(&pool).await?;
+    info!(
+        pool = budget,
+        server_max = server.max,
+        in_use = server.in_use,
+        "database connection budget"
+    );
+    Ok(pool)
 }
 
 async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
@@ -492,17 +762,22 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
     } else {
         None
     };
+    // One pool for every service of the process, so the process opens at
+    // most `[database] max_connections` connections however many apps,
+    // workers and services it runs.
+    let pool = process_pool(cfg, services).await?;
     let mut tasks = tokio::task::JoinSet::new();
     for service in services {
         let cfg = cfg.clone();
         let bus = bus.clone();
         let token = shutdown.clone();
+        let pool = pool.clone();
         match service {
             Service::Ingest => {
                 let bus = bus.context("bus")?;
                 // The inbound SCIM endpoint keeps the IdP's users and groups,
                 // and an HRIS deletion needs the person's last record.
-                let pool = Some(service_pool(&cfg, if cfg.idp.is_empty() { 2 } else { 8 }).await?);
+                let pool = Some(pool);
                 tasks.spawn(async move {
                     tenure_ingest::run(&cfg, bus, pool, token)
                         .await
@@ -511,7 +786,6 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
             }
             Service::Engine => {
                 let bus = bus.context("bus")?;
-                let pool = service_pool(&cfg, cfg.database.max_connections).await?;
                 tasks.spawn(async move {
                     tenure_engine::run(&cfg, pool, bus, token, tenure_engine::Clock::system())
                         .await
@@ -520,11 +794,8 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
             }
             Service::Fanout => {
                 let bus = bus.context("bus")?;
-                // Each in-flight job holds one connection for its lease and
-                // briefly needs a second one for its reads and writes.
-                let in_flight: usize = cfg.apps.iter().map(|a| a.concurrency(&cfg.fanout)).sum();
-                let size = (2 * in_flight.max(1) + 4) as u32;
-                let pool = service_pool(&cfg, size).await?;
+                // Jobs in flight are bounded by the pool (see
+                // `tenure_fanout::job_slots`), not the other way round.
                 tasks.spawn(async move {
                     tenure_fanout::run(&cfg, pool, bus, token)
                         .await
@@ -532,7 +803,6 @@ async fn run(cfg: &Config, services: &[Service]) -> anyhow::Result<()> {
                 });
             }
             Service::Api => {
-                let pool = service_pool(&cfg, 4).await?;
                 tasks.spawn(
                     async move { tenure_api::run(&cfg, pool, bus, token).await.context("api") },
                 );
@@ -621,84 +891,116 @@ async fn plan(cfg: &Config, app: &str, live: bool) -> anyhow::Result<()> {
         sqlx::query_scalar("SELECT person_id FROM persons ORDER BY attributes->>'email'")
             .fetch_all(&pool)
             .await?;
-    let (mut creates, mut updates, mut deletes, mut in_sync) = (0, 0, 0, 0);
+    let (mut creates, mut updates, mut deletes, mut in_sync, mut refused) = (0, 0, 0, 0, 0);
     for person in persons {
         let Some(p) = worker.plan(person, live).await? else {
             continue;
         };
+        let head = format!(
+            "{:<30} {:<16} (found: {:<10})",
+            p.user_name,
+            p.entitlement.as_str(),
+            p.found_by
+        );
+        match &p.decision {
+            tenure_fanout::decide::Decision::Refuse(reason) => {
+                refused += 1;
+                println!("{head} REFUSED: {reason}");
+                continue;
+            }
+            tenure_fanout::decide::Decision::Proceed { link, .. } => match link {
+                tenure_fanout::decide::Link::Linked => println!("{head} link the account"),
+                tenure_fanout::decide::Link::Adopted => println!(
+                    "{head} ADOPT the existing account (adopt = {:?})",
+                    app_cfg.adopt.as_str()
+                ),
+                tenure_fanout::decide::Link::Known => {}
+            },
+        }
         if p.ops.is_empty() {
             in_sync += 1;
             continue;
         }
         for op in &p.ops {
-            let what = match op {
-                tenure_scim::Op::Create(spec) => {
-                    creates += 1;
-                    format!(
-                        "POST /Users userName={:?} active={}",
-                        spec.user_name, spec.active
-                    )
+            match op {
+                tenure_scim::Op::Create(_) => creates += 1,
+                tenure_scim::Op::Patch { .. } | tenure_scim::Op::Replace { .. } => updates += 1,
+                tenure_scim::Op::Delete { .. } => deletes += 1,
+            }
+            // The exact request the reconcile would send, body included.
+            let (method, path, body) = tenure_scim::planned_request(op, &worker.profile);
+            println!("{head} {method} {path}");
+            if let Some(body) = body {
+                let text = serde_json::to_string_pretty(&body).unwrap_or_default();
+                for line in text.lines() {
+                    println!("    {line}");
                 }
-                tenure_scim::Op::Patch { id, ops } => {
-                    updates += 1;
-                    let changes: Vec<String> = ops
-                        .iter()
-                        .map(|o| format!("{} {}={}", o.op, o.path, o.value))
-                        .collect();
-                    format!("PATCH /Users/{id} {}", changes.join(", "))
-                }
-                tenure_scim::Op::Replace { id, spec } => {
-                    updates += 1;
-                    format!(
-                        "PUT /Users/{id} userName={:?} active={}",
-                        spec.user_name, spec.active
-                    )
-                }
-                tenure_scim::Op::Delete { id } => {
-                    deletes += 1;
-                    format!("DELETE /Users/{id}")
-                }
-            };
-            println!(
-                "{:<30} {:<16} (found: {:<10}) {what}",
-                p.user_name,
-                p.entitlement.as_str(),
-                p.found_by
-            );
+            }
         }
+    }
+    if refused > 0 {
+        println!(
+            "{refused} person(s) would be refused (see REFUSED above); nothing is sent for them"
+        );
     }
     println!("plan for {app}: {creates} to create, {updates} to update, {deletes} to delete, {in_sync} in sync; no change was sent");
     Ok(())
 }
 
 async fn dlq(cfg: &Config, command: &DlqCmd) -> anyhow::Result<()> {
+    use tenure_bus::dlq::{DeadEntry, DeadFilter, Redriven};
     let bus = Bus::connect(
         &cfg.nats.url,
         Duration::from_secs(cfg.nats.duplicate_window_secs),
     )
     .await?;
     match command {
-        DlqCmd::List { app, limit } => {
-            let entries = bus.list_dlq(app.as_deref(), *limit).await?;
+        DlqCmd::List {
+            app,
+            consumer,
+            limit,
+        } => {
+            let filter = DeadFilter {
+                app: app.clone(),
+                consumer: consumer.clone(),
+            };
+            let entries = bus.list_dead(&filter, *limit).await?;
             if entries.is_empty() {
                 println!("the dead-letter queue is empty");
             }
             for e in entries {
-                println!(
-                    "#{:<5} {} {:<8} {}  {:<9} after {} deliveries: {}",
-                    e.sequence,
-                    e.letter.dead_at.format("%Y-%m-%d %H:%M:%S"),
-                    e.letter.job.app,
-                    e.letter.job.person_id,
-                    e.letter.reason,
-                    e.letter.deliveries,
-                    e.letter.error
-                );
+                match e {
+                    DeadEntry::Job(e) => println!(
+                        "#{:<5} {} job     {:<8} {}  {:<9} after {} deliveries: {}",
+                        e.sequence,
+                        e.letter.dead_at.format("%Y-%m-%d %H:%M:%S"),
+                        e.letter.job.app,
+                        e.letter.job.person_id,
+                        e.letter.reason,
+                        e.letter.deliveries,
+                        e.letter.error
+                    ),
+                    DeadEntry::Message(e) => println!(
+                        "#{:<5} {} message {:<8} {} {}  after {} deliveries: {}",
+                        e.sequence,
+                        e.message.dead_at.format("%Y-%m-%d %H:%M:%S"),
+                        e.message.consumer,
+                        e.message.subject,
+                        match (&e.message.stream, e.message.stream_sequence) {
+                            (Some(s), Some(n)) =>
+                                format!("({s} #{n}, {} bytes)", e.message.payload_bytes),
+                            _ =>
+                                format!("({}, {} bytes)", e.message.origin, e.message.payload_bytes),
+                        },
+                        e.message.deliveries,
+                        e.message.error
+                    ),
+                }
             }
         }
         DlqCmd::Show { sequence } => {
             let entry = bus
-                .dead_letter_entry(*sequence)
+                .dead_entry(*sequence)
                 .await?
                 .with_context(|| format!("no dead letter #{sequence}"))?;
             println!("{}", serde_json::to_string_pretty(&entry)?);
@@ -707,12 +1009,17 @@ async fn dlq(cfg: &Config, command: &DlqCmd) -> anyhow::Result<()> {
             sequences,
             all,
             app,
+            consumer,
         } => {
             let targets: Vec<u64> = if *all {
-                bus.list_dlq(app.as_deref(), usize::MAX)
+                let filter = DeadFilter {
+                    app: app.clone(),
+                    consumer: consumer.clone(),
+                };
+                bus.list_dead(&filter, usize::MAX)
                     .await?
-                    .into_iter()
-                    .map(|e| e.sequence)
+                    .iter()
+                    .map(DeadEntry::sequence)
                     .collect()
             } else if sequences.is_empty() {
                 bail!("name dead letters to redrive, or pass --all");
@@ -720,17 +1027,29 @@ async fn dlq(cfg: &Config, command: &DlqCmd) -> anyhow::Result<()> {
                 sequences.clone()
             };
             let mut missing = 0;
+            let mut failed = 0;
+            // A redriven job needs its open dead letter closed in the database.
+            let pool = service_pool(cfg, 2).await?;
             for seq in &targets {
-                match bus.redrive(*seq, cfg.engine.partitions).await? {
-                    Some(job) => println!("#{seq} redriven: {} {}", job.app, job.person_id),
-                    None => {
+                match tenure_api::ops::redrive(&pool, &bus, *seq, cfg.engine.partitions).await {
+                    Ok(Some(Redriven::Job { job })) => {
+                        println!("#{seq} redriven: job {} {}", job.app, job.person_id)
+                    }
+                    Ok(Some(Redriven::Message { consumer, subject })) => {
+                        println!("#{seq} redriven: message for {consumer} on {subject}")
+                    }
+                    Ok(None) => {
                         missing += 1;
                         eprintln!("#{seq}: no such dead letter");
                     }
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("#{seq}: not redriven: {e}");
+                    }
                 }
             }
-            if missing > 0 {
-                bail!("{missing} dead letter(s) not found");
+            if missing + failed > 0 {
+                bail!("{missing} dead letter(s) not found, {failed} not redriven");
             }
         }
     }
@@ -763,12 +1082,23 @@ async fn reconcile(cfg: &Config, app: Option<&str>) -> anyhow::Result<()> {
     let run = uuid::Uuid::new_v4();
     let mut batch = Vec::new();
     for app in &apps {
+        // Persons whose job is dead-lettered in the app wait for a redrive.
         let persons: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT person_id FROM entitlements WHERE app = $1 ORDER BY person_id",
+            "SELECT e.person_id FROM entitlements e
+             WHERE e.app = $1 AND NOT EXISTS (
+                 SELECT 1 FROM open_dead_letters d WHERE d.app = e.app AND d.person_id = e.person_id)
+             ORDER BY e.person_id",
         )
         .bind(app)
         .fetch_all(&pool)
         .await?;
+        let dead = tenure_store::dead_letters::open_dead_letters(&pool, Some(app)).await?;
+        if !dead.is_empty() {
+            println!(
+                "{app}: {} person(s) with a dead-lettered job left out; `tenure dlq list --app {app}` shows them, `tenure dlq redrive` retries them",
+                dead.len()
+            );
+        }
         for person_id in &persons {
             let job = tenure_bus::Job {
                 app: app.to_string(),
@@ -834,7 +1164,12 @@ async fn send(cfg: &Config, files: &[PathBuf], url: Option<&str>) -> anyhow::Res
                 .header("x-tenure-timestamp", ts.to_string())
                 .header(
                     "x-tenure-signature",
-                    tenure_sources::signature::sign_generic(secret.expose().as_bytes(), ts, &body),
+                    tenure_sources::signature::sign_generic_v2(
+                        secret.expose().as_bytes(),
+                        ts,
+                        &delivery,
+                        &body,
+                    ),
                 )
                 .body(body)
                 .send()

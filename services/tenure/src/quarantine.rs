@@ -1,5 +1,6 @@
-//! `tenure quarantine list|show|replay`: payloads ingest refused, and
-//! sending one through the pipeline again once its cause is fixed.
+//! `tenure quarantine list|show|replay|rejected`: payloads ingest refused,
+//! sending one through the pipeline again once its cause is fixed, and the
+//! requests refused before authentication (kept apart, metadata only).
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -29,6 +30,14 @@ pub enum QuarantineCmd {
         /// missing token are not replayed even so.
         #[arg(long)]
         force: bool,
+    },
+    /// Requests refused before authentication (wrong or missing signature
+    /// or token, oversized, bad delivery id): kept apart from the
+    /// quarantine, metadata and a 256-byte prefix only, and rate-limited;
+    /// with how full that store is and how many were dropped.
+    Rejected {
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
     },
 }
 
@@ -67,9 +76,43 @@ pub async fn run(cfg: &Config, command: &QuarantineCmd) -> anyhow::Result<()> {
                     preview
                 );
             }
+            if let Ok(n) = bus.rejected_entries().await {
+                if n > 0 {
+                    println!(
+                        "({n} requests refused before authentication are kept apart: `tenure quarantine rejected`)"
+                    );
+                }
+            }
         }
         QuarantineCmd::Replay { sequence, force } => {
             replay_one(cfg, bus, *sequence, *force).await?;
+        }
+        QuarantineCmd::Rejected { limit } => {
+            let stats = bus.rejected_stats().await?;
+            println!(
+                "{} of at most {} entries ({} of {} bytes); {} more dropped by the rate limits",
+                stats.entries, stats.max_entries, stats.bytes, stats.max_bytes, stats.dropped
+            );
+            for r in bus.list_rejected(*limit).await? {
+                let prefix: String = r.body_prefix.chars().take(80).collect();
+                println!(
+                    "#{:<5} {} {:<8} {}  {}\n       from {}  body {} bytes sha256:{}{}\n       starts: {}",
+                    r.sequence,
+                    r.received_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    r.source,
+                    r.status,
+                    r.reason,
+                    if r.client.is_empty() { "?" } else { &r.client },
+                    r.body_len,
+                    r.body_sha256,
+                    if r.dropped_before > 0 {
+                        format!("  ({} dropped before it)", r.dropped_before)
+                    } else {
+                        String::new()
+                    },
+                    prefix
+                );
+            }
         }
     }
     Ok(())

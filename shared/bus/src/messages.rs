@@ -53,6 +53,12 @@ pub struct IdentityEnvelope {
     pub received_at: DateTime<Utc>,
     pub correlation_id: Uuid,
     pub identity: IdpIdentity,
+    /// Where the snapshot sits among those the provider's inbound SCIM
+    /// endpoint wrote (its outbox sequence): for one user, larger is newer.
+    /// The engine applies a snapshot only when it is newer than the one it
+    /// holds. Absent in messages published before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<i64>,
 }
 
 impl IdentityEnvelope {

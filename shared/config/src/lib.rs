@@ -52,6 +52,31 @@ pub struct Config {
     /// Identity providers that push users and groups (Authentik): `[[idp]]`.
     #[serde(default)]
     pub idp: Vec<IdpConfig>,
+    /// Evidence signing and audit report defaults: `[audit]`.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the key that signs evidence exports and checkpoints, and the
+/// deprovisioning SLA of `tenure audit deprovision` (docs/audit.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Ed25519 signing key: a 32-byte seed as 64 hex digits
+    /// (`tenure audit keygen` makes one).
+    pub signing_key: Option<SecretRef>,
+    /// Hours from a leaver's effective termination to each app's
+    /// acknowledged deactivation before it counts as a breach.
+    pub deprovision_sla_hours: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            signing_key: None,
+            deprovision_sla_hours: 24,
+        }
+    }
 }
 
 /// One HR system's webhook (`POST /v1/sources/<name>/webhook`), its
@@ -131,6 +156,9 @@ pub struct DatabaseConfig {
     /// Role the services switch to after connecting; it may only read and
     /// append events, so append-only does not depend on code review.
     pub role: Option<String>,
+    /// Connections one Tenure process opens at most: every service it runs
+    /// (ingest, engine, fanout with all its apps, api) shares one pool of
+    /// this size. Checked at start-up against PostgreSQL's own limit.
     pub max_connections: u32,
 }
 
@@ -139,7 +167,7 @@ impl Default for DatabaseConfig {
         Self {
             url: "postgres://postgres@127.0.0.1:5432/tenure".into(),
             role: Some("tenure_app".into()),
-            max_connections: 10,
+            max_connections: 20,
         }
     }
 }
@@ -172,6 +200,19 @@ pub struct IngestConfig {
     /// The URL senders reach ingest at (behind a proxy), for SCIM
     /// `meta.location`; defaults to `http://<listen>`.
     pub public_url: Option<String>,
+    /// Listener bounds (docs/security.md).
+    pub header_read_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_connections: usize,
+    /// At most this many from one client address, so one client cannot
+    /// take every connection; 0 = no per-address limit.
+    pub max_connections_per_client: usize,
+    /// Requests that fail authentication recorded per source per minute;
+    /// more are answered the same but only counted.
+    pub unauthenticated_per_source_per_minute: u32,
+    /// The same, per client address.
+    pub unauthenticated_per_client_per_minute: u32,
 }
 
 impl Default for IngestConfig {
@@ -182,6 +223,13 @@ impl Default for IngestConfig {
             max_clock_skew_secs: 300,
             generic: GenericSourceConfig::default(),
             public_url: None,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            idle_timeout_secs: 120,
+            max_connections: 512,
+            max_connections_per_client: 256,
+            unauthenticated_per_source_per_minute: 60,
+            unauthenticated_per_client_per_minute: 20,
         }
     }
 }
@@ -190,6 +238,9 @@ impl Default for IngestConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct GenericSourceConfig {
     pub secret: SecretRef,
+    /// Accept `v1=` signatures, which do not cover the delivery id
+    /// (deprecated; counted and logged). `false` accepts only `v2=`.
+    pub accept_v1: bool,
 }
 
 impl Default for GenericSourceConfig {
@@ -198,6 +249,7 @@ impl Default for GenericSourceConfig {
             secret: SecretRef::Env {
                 env: "TENURE_GENERIC_SECRET".into(),
             },
+            accept_v1: true,
         }
     }
 }
@@ -222,6 +274,21 @@ pub struct EngineConfig {
     /// Cron expression (seconds first, as the `cron` crate reads it) of the
     /// expiry sweep, which re-evaluates persons whose last day is near.
     pub expiry_sweep_cron: String,
+    /// A person's state is stored again after this many new events, so a
+    /// load folds at most this many (see docs/adr/0020).
+    pub snapshot_every: u32,
+    /// Ingest messages (and, separately, IdP snapshots) applied at once,
+    /// each for a different person; one person's are applied in order.
+    pub workers: usize,
+    /// Messages held by the engine at once (running plus queued behind a
+    /// busy person); above it the engine stops pulling until some finish.
+    pub max_in_flight: usize,
+    /// Deliveries of a record or IdP snapshot that keeps failing before it
+    /// is dead-lettered (one that fails for good goes at once).
+    pub max_deliver: i64,
+    /// Wait before the first redelivery of a failed message; each later one
+    /// waits twice as long, up to 10 minutes. Also the consumers' ack wait.
+    pub redeliver_after_secs: u64,
 }
 
 impl Default for EngineConfig {
@@ -235,6 +302,11 @@ impl Default for EngineConfig {
             partitions: 8,
             scheduler_poll_ms: 1000,
             expiry_sweep_cron: HOURLY.into(),
+            snapshot_every: 50,
+            workers: 4,
+            max_in_flight: 1000,
+            max_deliver: 10,
+            redeliver_after_secs: 10,
         }
     }
 }
@@ -268,9 +340,16 @@ pub struct FanoutConfig {
     /// How long a job may go unacknowledged before JetStream hands it to
     /// another worker (a running job keeps extending it).
     pub ack_wait_secs: u64,
-    /// Consecutive failed jobs (after their retries) that open an app's
-    /// circuit: no calls go to the app until a probe succeeds.
+    /// Distinct persons whose jobs failed (after their retries) within
+    /// `breaker_window_secs` that open an app's circuit (at least 2): no
+    /// calls go to the app until a probe succeeds. One person failing
+    /// again and again never opens it.
     pub breaker_failures: u32,
+    /// Share (0 to 1) of the persons with a job in the window whose latest
+    /// job failed, needed as well as `breaker_failures`.
+    pub breaker_error_rate: f64,
+    /// How far back job outcomes count for the circuit breaker.
+    pub breaker_window_secs: u64,
     /// First wait before probing an open circuit; doubles per failed probe.
     pub breaker_cooldown_ms: u64,
     pub breaker_max_cooldown_ms: u64,
@@ -287,6 +366,8 @@ impl Default for FanoutConfig {
             max_deliver: 20,
             ack_wait_secs: 30,
             breaker_failures: 5,
+            breaker_error_rate: 0.5,
+            breaker_window_secs: 60,
             breaker_cooldown_ms: 10_000,
             breaker_max_cooldown_ms: 300_000,
         }
@@ -301,6 +382,12 @@ pub struct ApiConfig {
     /// (keep it on a private network); with it every /v1 request needs it
     /// and operator actions (redrive, approve) are enabled.
     pub token: Option<SecretRef>,
+    /// Listener bounds, as for `[ingest]` (docs/security.md).
+    pub header_read_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
 }
 
 impl Default for ApiConfig {
@@ -308,6 +395,11 @@ impl Default for ApiConfig {
         Self {
             listen: "127.0.0.1:8081".into(),
             token: None,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            idle_timeout_secs: 120,
+            max_connections: 512,
+            max_connections_per_client: 256,
         }
     }
 }
@@ -355,6 +447,15 @@ pub struct AppConfig {
     /// Per-app attribute templates; `mapping.user_name` overrides `user_name`.
     #[serde(default)]
     pub mapping: MappingConfig,
+    /// How the User resource is shaped for this app (attributes omitted,
+    /// `name.formatted`, constants); overrides the profile's shape key by
+    /// key. Read through [`AppConfig::scim_profile`].
+    #[serde(default)]
+    pub shape: Option<tenure_scim::ShapeOverride>,
+    /// Whether an account found by `userName` that Tenure did not create
+    /// may be taken over.
+    #[serde(default)]
+    pub adopt: AdoptPolicy,
     /// Cron expression of this app's periodic full reconcile.
     #[serde(default = "hourly")]
     pub reconcile_cron: String,
@@ -391,6 +492,11 @@ pub struct AppConfig {
     /// Most members added or removed by one PATCH of a group.
     #[serde(default = "default_group_chunk")]
     pub group_chunk: usize,
+    /// Consecutive group syncs that may send the same change to one group
+    /// (each answered with success) before the group is set aside as not
+    /// converging (`GroupNotConverging`), until redriven or reconfigured.
+    #[serde(default = "default_group_repeat_limit")]
+    pub group_repeat_limit: u32,
     /// Whether the fanout sends SCIM Bulk requests to this app.
     #[serde(default)]
     pub bulk: BulkMode,
@@ -398,6 +504,33 @@ pub struct AppConfig {
     /// server's `maxOperations` caps it further.
     #[serde(default = "default_bulk_batch")]
     pub bulk_batch: usize,
+}
+
+/// Whether an existing account found by `userName` (not by Tenure's own
+/// link or `externalId`) is taken over for the person.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AdoptPolicy {
+    /// Never: the reconcile is refused and recorded; an operator links or
+    /// removes the account.
+    Never,
+    /// Only an account with no `externalId`, or with the person's own (an
+    /// account made by hand before Tenure, or by Tenure before a crash).
+    #[default]
+    UnmanagedOnly,
+    /// Any account with the person's `userName`, even one whose `externalId`
+    /// names someone else.
+    Always,
+}
+
+impl AdoptPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdoptPolicy::Never => "never",
+            AdoptPolicy::UnmanagedOnly => "unmanaged_only",
+            AdoptPolicy::Always => "always",
+        }
+    }
 }
 
 /// Whether an app gets SCIM Bulk requests (RFC 7644 §3.7).
@@ -417,46 +550,90 @@ pub enum BulkMode {
 /// ([`tenure_domain::Attributes::NAMES`]), `email_local_part` or
 /// `person_id`; `{{` and `}}` are literal braces. An absent attribute
 /// renders as nothing, and an empty result leaves the SCIM attribute unset.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MappingConfig {
     pub user_name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    /// `name.formatted`; setting it sends the attribute.
+    pub name_formatted: Option<String>,
     pub display_name: Option<String>,
     pub email: Option<String>,
+    pub title: Option<String>,
+    pub department: Option<String>,
+    pub employee_number: Option<String>,
     pub cost_center: Option<String>,
     pub organization: Option<String>,
     pub division: Option<String>,
     /// Send the manager (as the manager's account id in this app).
     pub manager: bool,
+    /// Any other attribute, by SCIM path (`nickName`, `preferredLanguage`,
+    /// `urn:…:User:attr`): a template, or a table or array (for complex
+    /// and multi-valued attributes such as `addresses`) whose strings are
+    /// templates. Parts that render empty are left out; an empty result
+    /// removes the attribute.
+    pub attributes: std::collections::BTreeMap<String, toml::Value>,
 }
 
 impl Default for MappingConfig {
     fn default() -> Self {
         Self {
             user_name: None,
+            given_name: None,
+            family_name: None,
+            name_formatted: None,
             display_name: None,
             email: None,
+            title: None,
+            department: None,
+            employee_number: None,
             cost_center: None,
             organization: None,
             division: None,
             manager: true,
+            attributes: std::collections::BTreeMap::new(),
         }
     }
 }
 
 impl MappingConfig {
-    /// The templates that are set, by their key.
-    pub fn templates(&self) -> impl Iterator<Item = (&'static str, &str)> {
+    /// The templates that are set, by their key (`attributes.<path>` for
+    /// the free ones).
+    pub fn templates(&self) -> impl Iterator<Item = (String, &str)> {
         [
             ("user_name", &self.user_name),
+            ("given_name", &self.given_name),
+            ("family_name", &self.family_name),
+            ("name_formatted", &self.name_formatted),
             ("display_name", &self.display_name),
             ("email", &self.email),
+            ("title", &self.title),
+            ("department", &self.department),
+            ("employee_number", &self.employee_number),
             ("cost_center", &self.cost_center),
             ("organization", &self.organization),
             ("division", &self.division),
         ]
         .into_iter()
-        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k.to_owned(), v)))
+        .chain(self.attributes.iter().flat_map(|(k, v)| {
+            let mut leaves = Vec::new();
+            template_leaves(v, &mut leaves);
+            leaves
+                .into_iter()
+                .map(move |t| (format!("attributes.{k:?}"), t))
+        }))
+    }
+}
+
+/// The strings of a free mapping's value, each a template.
+fn template_leaves<'a>(v: &'a toml::Value, out: &mut Vec<&'a str>) {
+    match v {
+        toml::Value::String(s) => out.push(s),
+        toml::Value::Array(items) => items.iter().for_each(|i| template_leaves(i, out)),
+        toml::Value::Table(t) => t.values().for_each(|i| template_leaves(i, out)),
+        _ => {}
     }
 }
 
@@ -536,7 +713,24 @@ pub enum UnmanagedPolicy {
 pub struct ProfileSetting(toml::Value);
 
 impl AppConfig {
+    /// The app's SCIM profile with the app's `[app.shape]` over the
+    /// profile's own shape; a shape that omits `externalId` makes the
+    /// profile not store it (so it is not looked up by either).
     pub fn scim_profile(&self) -> Result<Profile, ConfigError> {
+        let mut profile = self.base_profile()?;
+        if let Some(o) = &self.shape {
+            profile.shape = profile
+                .shape
+                .overridden(o)
+                .map_err(|e| ConfigError::Invalid(format!("app {:?}: {e}", self.name)))?;
+        }
+        if profile.shape.omits("externalId") {
+            profile.external_id = false;
+        }
+        Ok(profile)
+    }
+
+    fn base_profile(&self) -> Result<Profile, ConfigError> {
         match self.profile.as_ref().map(|p| &p.0) {
             None => Ok(Profile::generic()),
             Some(toml::Value::Table(t)) => Profile::deserialize(toml::Value::Table(t.clone()))
@@ -600,6 +794,10 @@ impl MassChangeGuard {
 
 fn default_bulk_batch() -> usize {
     100
+}
+
+fn default_group_repeat_limit() -> u32 {
+    3
 }
 
 fn default_group_chunk() -> usize {
@@ -752,6 +950,12 @@ impl Config {
                     app.name
                 )));
             }
+            if app.group_repeat_limit == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "app {:?}: group_repeat_limit must be at least 1",
+                    app.name
+                )));
+            }
         }
         cfg.validate()?;
         Ok(cfg)
@@ -765,6 +969,29 @@ impl Config {
             ));
         }
         check_cron("engine.expiry_sweep_cron", &self.engine.expiry_sweep_cron)?;
+        for (key, value) in [
+            (
+                "ingest.header_read_timeout_secs",
+                self.ingest.header_read_timeout_secs,
+            ),
+            (
+                "ingest.request_timeout_secs",
+                self.ingest.request_timeout_secs,
+            ),
+            ("ingest.idle_timeout_secs", self.ingest.idle_timeout_secs),
+            ("ingest.max_connections", self.ingest.max_connections as u64),
+            (
+                "api.header_read_timeout_secs",
+                self.api.header_read_timeout_secs,
+            ),
+            ("api.request_timeout_secs", self.api.request_timeout_secs),
+            ("api.idle_timeout_secs", self.api.idle_timeout_secs),
+            ("api.max_connections", self.api.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+            }
+        }
         if self.engine.partitions == 0 {
             return Err(ConfigError::Invalid(
                 "engine.partitions must be at least 1".into(),
@@ -846,7 +1073,17 @@ impl Config {
                 &format!("app {:?}: reconcile_cron", app.name),
                 &app.reconcile_cron,
             )?;
-            app.scim_profile()?;
+            let profile = app.scim_profile()?;
+            for path in app.mapping.attributes.keys() {
+                let canon = tenure_scim::shape::check_free_path(path, "mapping.attributes")
+                    .map_err(|e| ConfigError::Invalid(format!("app {:?}: {e}", app.name)))?;
+                if profile.shape.constant.contains_key(&canon) {
+                    return Err(ConfigError::Invalid(format!(
+                        "app {:?}: {path:?} is both mapped and a shape constant; keep one",
+                        app.name
+                    )));
+                }
+            }
             if app.basic_user.is_some() && app.token.is_none() {
                 return Err(ConfigError::Invalid(format!(
                     "app {:?}: basic_user needs a token (the app password)",
@@ -1078,6 +1315,75 @@ mod tests {
         )
         .expect_err("unknown key");
         assert!(e.to_string().contains("username"), "{e}");
+    }
+
+    #[test]
+    fn shapes_override_the_profile_key_by_key() {
+        let text = r#"
+[[app]]
+name = "wiki"
+base_url = "http://x"
+adopt = "never"
+profile = { extends = "generic", name = "strict", shape = { name_formatted = true, omit = ["title"], constant = { userType = "Employee" } } }
+[app.shape]
+omit = ["emails.type", "Emails.Primary"]
+[app.shape.constant]
+preferredLanguage = "en"
+"urn:acme:params:scim:schemas:extension:acme:1.0:User:plan" = { tier = "gold" }
+[app.mapping]
+name_formatted = "{family_name}, {given_name}"
+[app.mapping.attributes]
+nickName = "{given_name}"
+"#;
+        let cfg = Config::parse(text, "c.toml").expect("valid shape");
+        let app = &cfg.apps[0];
+        assert_eq!(app.adopt, AdoptPolicy::Never);
+        let p = app.scim_profile().expect("profile");
+        assert!(p.shape.name_formatted, "from the profile");
+        assert_eq!(
+            p.shape.omit.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["emails.primary", "emails.type"],
+            "the app's list replaces the profile's"
+        );
+        assert_eq!(p.shape.constant.len(), 3, "constants merge");
+        assert_eq!(
+            p.shape.constant["urn:acme:params:scim:schemas:extension:acme:1.0:User:plan"]["tier"],
+            "gold"
+        );
+        assert_eq!(
+            Config::parse("[[app]]\nname = \"a\"\nbase_url = \"http://x\"\n", "c")
+                .expect("plain")
+                .apps[0]
+                .adopt,
+            AdoptPolicy::UnmanagedOnly
+        );
+        let no_ext = Config::parse(
+            "[[app]]\nname = \"a\"\nbase_url = \"http://x\"\n[app.shape]\nomit = [\"externalId\"]\n",
+            "c",
+        )
+        .expect("valid");
+        assert!(!no_ext.apps[0].scim_profile().expect("profile").external_id);
+        for (extra, why) in [
+            ("[app.shape]\nomit = [\"userName\"]\n", "cannot be omitted"),
+            ("[app.shape]\nomit = [\"emails.kind\"]\n", "emails.kind"),
+            ("[app.shape]\nomitt = []\n", "omitt"),
+            ("[app.shape.constant]\ntitle = \"x\"\n", "[app.mapping]"),
+            ("[app.mapping.attributes]\ntitle = \"{title}\"\n", "set from the person"),
+            ("[app.mapping.attributes]\nnickName = \"{shoe}\"\n", "shoe"),
+            (
+                "[app.mapping.attributes]\naddresses = [{ locality = \"{shoe}\" }]\n",
+                "shoe",
+            ),
+            (
+                "[app.shape.constant]\nnickName = \"x\"\n[app.mapping.attributes]\nnickName = \"{given_name}\"\n",
+                "both mapped and a shape constant",
+            ),
+            ("adopt = \"sometimes\"\n", "sometimes"),
+        ] {
+            let text = format!("[[app]]\nname = \"wiki\"\nbase_url = \"http://x\"\n{extra}");
+            let e = Config::parse(&text, "c.toml").expect_err(why).to_string();
+            assert!(e.contains(why), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -198,7 +198,7 @@ impl SourceRecord {
             _ => {}
         }
         let de = &mut serde_json::Deserializer::from_slice(body);
-        let record: SourceRecord = serde_path_to_error::deserialize(de).map_err(|e| {
+        let record: SourceRecord = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             if inner.is_syntax() || inner.is_eof() {
@@ -211,6 +211,11 @@ impl SourceRecord {
                 };
                 ParseError::Invalid(RecordError::new(field, strip_position(&inner.to_string())))
             }
+        })?;
+        // One object and nothing after it: `{…}xyz` is not a record with a
+        // comment, it is a body the sender did not mean to send.
+        de.end().map_err(|e| {
+            ParseError::Syntax(format!("trailing characters after the record: {e}"))
         })?;
         record.validate().map_err(ParseError::Invalid)?;
         Ok(record)
@@ -309,11 +314,28 @@ fn text(field: &str, v: &str) -> Result<(), RecordError> {
     Ok(())
 }
 
+/// RFC 5321: at most 254 characters in all, 64 before the `@`. Also what
+/// keeps a work e-mail well inside an index entry (2,704 bytes).
+const MAX_EMAIL: usize = 254;
+const MAX_EMAIL_LOCAL: usize = 64;
+
 fn email(field: &str, v: &str) -> Result<(), RecordError> {
-    text(field, v)?;
     let t = v.trim();
+    if t.chars().count() > MAX_EMAIL {
+        return Err(RecordError::new(
+            field,
+            format!("longer than {MAX_EMAIL} characters (RFC 5321)"),
+        ));
+    }
+    text(field, v)?;
     let bad = || RecordError::new(field, format!("{t:?} is not an e-mail address"));
     let (local, domain) = t.split_once('@').ok_or_else(bad)?;
+    if local.chars().count() > MAX_EMAIL_LOCAL {
+        return Err(RecordError::new(
+            field,
+            format!("the part before the @ is longer than {MAX_EMAIL_LOCAL} characters (RFC 5321)"),
+        ));
+    }
     if local.is_empty()
         || domain.is_empty()
         || domain.contains('@')
@@ -435,5 +457,31 @@ mod tests {
             SourceRecord::from_json(b"{\"person_id\": "),
             Err(ParseError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn work_email_is_bounded_as_rfc_5321_says() {
+        let with_email = |e: String| {
+            let mut v = valid();
+            v["work_email"] = serde_json::Value::String(e);
+            parse(v)
+        };
+        let at_limit = format!(
+            "{}@{}.example.com",
+            "a".repeat(64),
+            "d".repeat(254 - 64 - 13)
+        );
+        assert_eq!(at_limit.len(), 254);
+        assert!(with_email(at_limit).is_ok());
+        let err = with_email(format!("ana@{}.example.com", "d".repeat(250)));
+        assert!(
+            matches!(&err, Err(ParseError::Invalid(e)) if e.field == "work_email" && e.message.contains("254")),
+            "{err:?}"
+        );
+        let err = with_email(format!("{}@example.com", "a".repeat(65)));
+        assert!(
+            matches!(&err, Err(ParseError::Invalid(e)) if e.field == "work_email" && e.message.contains("64")),
+            "{err:?}"
+        );
     }
 }

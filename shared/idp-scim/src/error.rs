@@ -151,6 +151,21 @@ impl From<sqlx::Error> for ScimError {
                         "a resource with this {what} already exists"
                     ));
                 }
+                // Backstops for what `limits` did not catch: a value an
+                // index cannot hold (54000), a character PostgreSQL cannot
+                // store (22P05: `\u0000` in jsonb; 22021: NUL in text). The
+                // client sent it, so it is a 400, not a 500.
+                Some("54000") => {
+                    tracing::warn!(error = %e, "a value is too large for an index");
+                    return ScimError::invalid_value(
+                        "a value is too large to be indexed; see the documented attribute limits",
+                    );
+                }
+                Some("22P05") | Some("22021") => {
+                    return ScimError::invalid_value(
+                        "a value contains a character that cannot be stored (NUL)",
+                    );
+                }
                 Some("40001") | Some("40P01") => {
                     let mut err = ScimError::new(
                         StatusCode::SERVICE_UNAVAILABLE,

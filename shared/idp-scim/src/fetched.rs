@@ -266,7 +266,13 @@ async fn apply_once(
             store::touch(&mut tx, Table::Users, provider, &[uid]).await?;
         }
         let snapshots = if created || data_changed || !touched.is_empty() {
-            store::snapshot(&mut tx, provider, &[uid]).await?
+            store::snapshot(
+                &mut tx,
+                provider,
+                &[uid],
+                Some(crate::Provider::DEFAULT_MAX_SNAPSHOT_BYTES),
+            )
+            .await?
         } else {
             0
         };

@@ -31,6 +31,7 @@ mod error;
 mod fetched;
 mod filter;
 mod http;
+pub mod limits;
 mod patch;
 mod resource;
 mod schema;
@@ -63,12 +64,22 @@ pub struct Provider {
     pub max_results: usize,
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
+    /// Largest identity snapshot a change may produce (serialised JSON);
+    /// a change that would make a larger one is refused with 413. Set it
+    /// below the message bus's largest message (the relay publishes each
+    /// snapshot as one message), or the relay dead-letters what it cannot
+    /// publish.
+    pub max_snapshot_bytes: usize,
     changed: Notify,
 }
 
 impl Provider {
     pub const DEFAULT_MAX_RESULTS: usize = 100;
     pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// With the attribute limits (see [`limits`]) a user's own attributes
+    /// stay far below this; what can reach it is membership in very many
+    /// groups.
+    pub const DEFAULT_MAX_SNAPSHOT_BYTES: usize = 256 * 1024;
 
     pub fn new(
         pool: PgPool,
@@ -83,6 +94,7 @@ impl Provider {
             base_url: base_url.into(),
             max_results: Self::DEFAULT_MAX_RESULTS,
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            max_snapshot_bytes: Self::DEFAULT_MAX_SNAPSHOT_BYTES,
             changed: Notify::new(),
         }
     }
@@ -94,6 +106,11 @@ impl Provider {
 
     pub fn with_max_body_bytes(mut self, n: usize) -> Self {
         self.max_body_bytes = n;
+        self
+    }
+
+    pub fn with_max_snapshot_bytes(mut self, n: usize) -> Self {
+        self.max_snapshot_bytes = n;
         self
     }
 
@@ -124,6 +141,7 @@ impl std::fmt::Debug for Provider {
             .field("base_url", &self.base_url)
             .field("max_results", &self.max_results)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_snapshot_bytes", &self.max_snapshot_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +175,23 @@ pub async fn pending(
                 .map_err(|source| Error::Snapshot { seq, source })
         })
         .collect()
+}
+
+/// Outbox rows as stored (sequence number, snapshot JSON), oldest first,
+/// for a relay that decodes each row itself so that one unreadable row
+/// cannot hold up the rows behind it.
+pub async fn pending_rows(
+    pool: &PgPool,
+    provider: &str,
+    limit: i64,
+) -> Result<Vec<(i64, serde_json::Value)>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT seq, snapshot FROM idp_scim_outbox WHERE provider = $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(provider)
+    .bind(limit.max(0))
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Removes published snapshots from the outbox.

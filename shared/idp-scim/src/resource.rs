@@ -118,6 +118,7 @@ pub(crate) fn normalize(
             )))
         }
     }
+    crate::limits::check(kind, &out)?;
     Ok(out)
 }
 

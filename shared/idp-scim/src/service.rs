@@ -202,7 +202,8 @@ async fn create_once(
     let out = match kind {
         Kind::User => {
             let s = store::insert(&mut tx, Table::Users, &p.name, &data).await?;
-            let n = store::snapshot(&mut tx, &p.name, &[s.meta.id]).await?;
+            let n =
+                store::snapshot(&mut tx, &p.name, &[s.meta.id], Some(p.max_snapshot_bytes)).await?;
             (render_user(p, &s, Some(&[])), n)
         }
         Kind::Group => {
@@ -213,7 +214,7 @@ async fn create_once(
             let refs: Vec<&Member> = members.iter().collect();
             store::add_members(&mut tx, &p.name, s.meta.id, &refs).await?;
             store::touch(&mut tx, Table::Users, &p.name, &ids).await?;
-            let n = store::snapshot(&mut tx, &p.name, &ids).await?;
+            let n = store::snapshot(&mut tx, &p.name, &ids, Some(p.max_snapshot_bytes)).await?;
             (render_group(p, &s, Some(&members)), n)
         }
     };
@@ -509,7 +510,7 @@ async fn write_user(
         (current, 0)
     } else {
         let s = store::update(&mut tx, Table::Users, &p.name, uid, &data).await?;
-        let n = store::snapshot(&mut tx, &p.name, &[uid]).await?;
+        let n = store::snapshot(&mut tx, &p.name, &[uid], Some(p.max_snapshot_bytes)).await?;
         (s, n)
     };
     let groups = store::groups_of(&mut *tx, &p.name, Some(&[uid]))
@@ -602,7 +603,7 @@ async fn write_group(
     store::update_members(&mut tx, &p.name, gid, &changed).await?;
     // Their `groups` attribute changed, so does their version.
     store::touch(&mut tx, Table::Users, &p.name, &affected).await?;
-    let n = store::snapshot(&mut tx, &p.name, &affected).await?;
+    let n = store::snapshot(&mut tx, &p.name, &affected, Some(p.max_snapshot_bytes)).await?;
     // As a GET will list them: in the order they joined.
     let members = store::members_of(&mut *tx, &p.name, Some(&[gid]))
         .await?
@@ -705,7 +706,7 @@ async fn delete_group(
     store::lock_users(&mut tx, &p.name, &members).await?;
     store::delete(&mut tx, Table::Groups, &p.name, gid).await?;
     store::touch(&mut tx, Table::Users, &p.name, &members).await?;
-    let n = store::snapshot(&mut tx, &p.name, &members).await?;
+    let n = store::snapshot(&mut tx, &p.name, &members, None).await?;
     tx.commit().await?;
     Ok(n)
 }

@@ -485,11 +485,15 @@ async fn identities(
 
 /// Writes a fresh snapshot to the outbox for each of these users (locked by
 /// the caller) whose snapshot differs from the last one written. Returns how
-/// many were written.
+/// many were written. With `max_bytes`, a snapshot larger than that fails
+/// the whole write with 413: it could not be published, and refusing the
+/// change keeps the IdP's view and Tenure's apart visibly instead of
+/// stalling the relay (a removal passes `None`: it only shrinks snapshots).
 pub(crate) async fn snapshot(
     conn: &mut PgConnection,
     provider: &str,
     users: &[Uuid],
+    max_bytes: Option<usize>,
 ) -> Result<usize, ScimError> {
     if users.is_empty() {
         return Ok(0);
@@ -500,10 +504,35 @@ pub(crate) async fn snapshot(
             .and_then(|l| serde_json::from_value::<tenure_domain::IdpIdentity>(l).ok())
             .is_some_and(|l| l == ident);
         if !unchanged {
-            fresh.push(snapshot_json(&ident)?);
+            let json = snapshot_json(&ident)?;
+            if let Some(max) = max_bytes {
+                check_snapshot_size(&ident, &json, max)?;
+            }
+            fresh.push(json);
         }
     }
     write_outbox(conn, provider, fresh).await
+}
+
+fn check_snapshot_size(
+    ident: &tenure_domain::IdpIdentity,
+    json: &Value,
+    max: usize,
+) -> Result<(), ScimError> {
+    let size = json.to_string().len();
+    if size <= max {
+        return Ok(());
+    }
+    let name: String = ident.user_name.chars().take(80).collect();
+    Err(ScimError::new(
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        None,
+        format!(
+            "the identity snapshot of user '{name}' would be {size} bytes ({} groups, {} e-mails); at most {max} bytes can be published",
+            ident.groups.len(),
+            ident.emails.len()
+        ),
+    ))
 }
 
 /// Writes the "deleted" snapshot of a user about to be deleted.
@@ -515,7 +544,14 @@ pub(crate) async fn snapshot_deleted(
     let mut fresh = Vec::new();
     for (mut ident, _) in identities(conn, provider, &[user]).await? {
         ident.deleted = true;
-        fresh.push(snapshot_json(&ident)?);
+        let mut json = snapshot_json(&ident)?;
+        // A deletion must always go through: a deleted user's groups mean
+        // nothing, so an oversized one is sent without them.
+        if json.to_string().len() > crate::Provider::DEFAULT_MAX_SNAPSHOT_BYTES {
+            ident.groups.clear();
+            json = snapshot_json(&ident)?;
+        }
+        fresh.push(json);
     }
     write_outbox(conn, provider, fresh).await
 }

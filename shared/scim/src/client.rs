@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, IF_MATCH, RETRY_AFTER};
@@ -15,13 +16,11 @@ use crate::diff::{Capabilities, Op, PatchOp};
 use crate::discovery::ProviderConfig;
 pub use crate::error::{CallRecord, ScimError};
 use crate::group::{GroupOp, GroupSpec, RemoteGroup};
+use crate::learned::{Learned, Lesson, Paging};
 use crate::profile::Profile;
 use crate::user::{get_ci, RemoteUser, UserSpec, PATCH_OP_SCHEMA};
 
 const SCIM_JSON: &str = "application/scim+json";
-/// Error bodies are copied into audit records; an HTML error page from a
-/// proxy should not bloat every record.
-const MAX_DETAIL_CHARS: usize = 500;
 
 /// How the client authenticates. `Debug` never prints the secrets.
 #[derive(Clone)]
@@ -64,12 +63,18 @@ impl<T> Call<T> {
 /// One page of a list (RFC 7644 §3.4.2 ListResponse).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
-    /// The server's `totalResults`: all matches, not just this page.
-    pub total_results: usize,
+    /// The server's `totalResults`: all matches, not just this page; `None`
+    /// when the server leaves it out (then only an empty or repeated page
+    /// ends a listing).
+    pub total_results: Option<usize>,
     /// 1-based index of the first item of this page.
     pub start_index: usize,
     pub items: Vec<T>,
 }
+
+/// The page size of the scan a look-up falls back to when the server
+/// ignores `filter`.
+const LOOKUP_SCAN_PAGE: usize = 100;
 
 /// The page cap of [`ScimClient::list_all_users`].
 pub const MAX_LIST_PAGES: usize = 10_000;
@@ -106,6 +111,22 @@ pub struct ScimClient {
     base_path: String,
     auth: Auth,
     timeout: Duration,
+    /// The `Content-Type` of request bodies (see [`Profile::content_type`]).
+    content_type: HeaderValue,
+    /// What this client learned about the server, shared by its clones.
+    learned: Arc<Mutex<LearnedState>>,
+    /// A quiet period the server asked for (429/503 with `Retry-After`),
+    /// honoured by every request of this client and its clones.
+    pause: Arc<crate::pause::AppPause>,
+}
+
+/// [`Learned`] and the lessons not yet handed to the caller.
+#[derive(Default)]
+struct LearnedState {
+    learned: Learned,
+    /// Set once the caller has seeded what it stored earlier.
+    seeded: bool,
+    lessons: Vec<Lesson>,
 }
 
 impl fmt::Debug for ScimClient {
@@ -183,11 +204,95 @@ impl ScimClient {
             base_path,
             auth,
             timeout,
+            content_type: HeaderValue::from_static(SCIM_JSON),
+            learned: Arc::default(),
+            pause: Arc::default(),
         })
+    }
+
+    /// The app-wide pause this client (and its clones) honour.
+    pub fn pause(&self) -> &crate::pause::AppPause {
+        &self.pause
+    }
+
+    /// [`ScimClient::new`] sending request bodies as `profile.content_type`.
+    pub fn for_profile(
+        base_url: &str,
+        auth: Auth,
+        timeout: Duration,
+        profile: &Profile,
+    ) -> Result<Self, ScimError> {
+        let mut client = ScimClient::new(base_url, auth, timeout)?;
+        client.content_type = HeaderValue::from_str(&profile.content_type).map_err(|_| {
+            ScimError::Config(format!(
+                "content type {:?} is not a valid header",
+                profile.content_type
+            ))
+        })?;
+        Ok(client)
     }
 
     pub fn base_url(&self) -> &str {
         self.base.as_str()
+    }
+
+    /// What this client knows about the server's quirks now.
+    pub fn learned(&self) -> Learned {
+        self.learned.lock().map(|s| s.learned).unwrap_or_default()
+    }
+
+    /// Starts from what was learned earlier (stored by the caller). Only the
+    /// first call counts, and what this client learned itself in the
+    /// meantime wins over the stored copy, field by field.
+    pub fn seed_learned(&self, stored: Learned) {
+        if let Ok(mut s) = self.learned.lock() {
+            if !s.seeded {
+                s.seeded = true;
+                let now = s.learned;
+                let fresh = Learned::default();
+                s.learned = Learned {
+                    paging: if now.paging != fresh.paging {
+                        now.paging
+                    } else {
+                        stored.paging
+                    },
+                    filter_ignored: now.filter_ignored || stored.filter_ignored,
+                    member_key: now.member_key.or(stored.member_key),
+                    remove_form: now.remove_form.max(stored.remove_form),
+                };
+            }
+        }
+    }
+
+    /// Records a lesson: `change` moves [`Learned`] on; when it changed
+    /// anything, the lesson is kept for [`ScimClient::take_lessons`].
+    pub fn learn(
+        &self,
+        what: &str,
+        value: &str,
+        reason: String,
+        change: impl FnOnce(&mut Learned),
+    ) {
+        if let Ok(mut s) = self.learned.lock() {
+            let before = s.learned;
+            change(&mut s.learned);
+            if s.learned != before {
+                tracing::warn!(base_url = %self.base, what, value, reason = %reason, "learned a server quirk");
+                s.lessons.push(Lesson {
+                    what: what.to_owned(),
+                    value: value.to_owned(),
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// The lessons learned since the last call, oldest first.
+    pub fn take_lessons(&self) -> Vec<Lesson> {
+        self.learned
+            .lock()
+            .map(|mut s| std::mem::take(&mut s.lessons))
+            .unwrap_or_default()
     }
 
     /// Reads `/ServiceProviderConfig`. Features the document leaves out are
@@ -326,7 +431,10 @@ impl ScimClient {
     /// `GET /<kind>?filter=<attribute> eq "<value>"`, re-checking every
     /// result with `hit`: a server that ignores or loosens the filter cannot
     /// make us act on the wrong resource, and more than one hit is an
-    /// [`ScimError::Ambiguous`] error.
+    /// [`ScimError::Ambiguous`] error. When the answer holds resources that
+    /// do not match (the filter was ignored) and may not be complete, the
+    /// whole list is paged through and matched here, so a match beyond the
+    /// first page is still found; the lesson `filter = ignored` is kept.
     #[allow(clippy::too_many_arguments)]
     async fn find_one<T>(
         &self,
@@ -345,22 +453,33 @@ impl ScimClient {
             return Err(http_error(raw, record));
         }
         let doc = parse_json(&raw, &record)?;
-        let resources = match doc.as_object().and_then(|o| get_ci(o, "Resources")) {
-            // RFC 7644 §3.4.2 lets a server omit Resources when nothing matched.
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => items.clone(),
-            Some(_) => return Err(invalid(record, "Resources is not an array".into())),
+        let (resources, total) = match list_items(&doc, parse) {
+            Ok(found) => (found.items, found.total_results),
+            Err(detail) => return Err(invalid(record, detail)),
         };
-        let mut matches = Vec::new();
-        for item in &resources {
-            let resource = match parse(item) {
-                Ok(r) => r,
-                Err(e) => return Err(invalid(record, e.to_string())),
-            };
-            if hit(&resource) {
-                matches.push(resource);
+        // A resource that does not match means the server ignored (or
+        // loosened) the filter: its answer is then a page of everything, in
+        // which the absence of a match proves nothing.
+        let misses = resources.iter().filter(|r| !hit(r)).count();
+        let candidates = if misses == 0 {
+            resources
+        } else {
+            self.learn(
+                "filter",
+                "ignored",
+                format!("GET /{kind}?filter={filter} answered {misses} {noun} that do not match"),
+                |l| l.filter_ignored = true,
+            );
+            if total.is_some_and(|t| t <= resources.len()) {
+                resources
+            } else {
+                let (all, _) = self
+                    .list_all_capped(kind, LOOKUP_SCAN_PAGE, MAX_LIST_PAGES, parse, id_of)
+                    .await?;
+                all
             }
-        }
+        };
+        let mut matches: Vec<T> = candidates.into_iter().filter(|r| hit(r)).collect();
         match matches.len() {
             0 | 1 => {
                 let found = matches.pop();
@@ -453,7 +572,7 @@ impl ScimClient {
             return Err(ScimError::Config("PATCH without operations".into()));
         }
         let (url, rel) = self.url(&["Users", id], &[])?;
-        let body = json!({ "schemas": [PATCH_OP_SCHEMA], "Operations": ops });
+        let body = patch_body(ops);
         let (raw, record) = self
             .send(Method::PATCH, url, rel, Some(id), Some(&body), if_match)
             .await?;
@@ -486,13 +605,11 @@ impl ScimClient {
     async fn put_inner(
         &self,
         id: &str,
-        mut body: Value,
+        body: Value,
         if_match: Option<&str>,
     ) -> Result<Call<RemoteUser>, ScimError> {
         let (url, rel) = self.url(&["Users", id], &[])?;
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert("id".into(), id.into());
-        }
+        let body = put_body(id, body);
         let (raw, record) = self
             .send(Method::PUT, url, rel, Some(id), Some(&body), if_match)
             .await?;
@@ -615,6 +732,12 @@ impl ScimClient {
 
     /// One page of `GET /<resource>?startIndex=..&count=..`, items read with
     /// `parse`.
+    ///
+    /// `count` is left out once the server is known to fail with it
+    /// ([`Paging::StartIndexOnly`]); then pages are the server's own size.
+    /// A 400, 500 or 501 to a request carrying `count` is tried once more
+    /// without it, and when that succeeds the lesson is kept for every later
+    /// list (see [`ScimClient::take_lessons`]).
     async fn list_page<T>(
         &self,
         resource: &str,
@@ -622,47 +745,63 @@ impl ScimClient {
         count: usize,
         parse: fn(&Value) -> Result<T, ScimError>,
     ) -> Result<Call<Page<T>>, ScimError> {
+        let with_count = self.learned().paging == Paging::StartIndexAndCount;
+        let first = self
+            .list_page_once(resource, start_index, with_count.then_some(count), parse)
+            .await;
+        match first {
+            Err(e) if with_count && matches!(e.status(), Some(400 | 500 | 501)) => {
+                let refused = e
+                    .record()
+                    .and_then(|r| r.error.clone())
+                    .unwrap_or_else(|| e.to_string());
+                let call = self
+                    .list_page_once(resource, start_index, None, parse)
+                    .await?;
+                self.learn(
+                    "paging",
+                    "start_index_only",
+                    format!(
+                        "GET /{resource} with count={count} failed ({refused}); without count it succeeded"
+                    ),
+                    |l| l.paging = Paging::StartIndexOnly,
+                );
+                Ok(call)
+            }
+            other => other,
+        }
+    }
+
+    async fn list_page_once<T>(
+        &self,
+        resource: &str,
+        start_index: usize,
+        count: Option<usize>,
+        parse: fn(&Value) -> Result<T, ScimError>,
+    ) -> Result<Call<Page<T>>, ScimError> {
         if start_index == 0 {
             return Err(ScimError::Config("startIndex is 1-based".into()));
         }
         let start = start_index.to_string();
-        let count = count.to_string();
-        let (url, rel) = self.url(&[resource], &[("startIndex", &start), ("count", &count)])?;
+        let count = count.map(|c| c.to_string());
+        let mut query = vec![("startIndex", start.as_str())];
+        if let Some(c) = &count {
+            query.push(("count", c.as_str()));
+        }
+        let (url, rel) = self.url(&[resource], &query)?;
         let (raw, record) = self.send(Method::GET, url, rel, None, None, None).await?;
         if !raw.status.is_success() {
             return Err(http_error(raw, record));
         }
         let doc = parse_json(&raw, &record)?;
-        let Some(obj) = doc.as_object() else {
-            return Err(invalid(record, "list response is not an object".into()));
-        };
-        let number = |key: &str| match get_ci(obj, key) {
-            Some(Value::Number(n)) => n.as_u64().and_then(|n| usize::try_from(n).ok()),
-            // Some servers send numbers as strings.
-            Some(Value::String(s)) => s.trim().parse().ok(),
-            _ => None,
-        };
-        let Some(total_results) = number("totalResults") else {
-            return Err(invalid(record, "list response has no totalResults".into()));
-        };
-        let items = match get_ci(obj, "Resources") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => {
-                let mut parsed = Vec::with_capacity(items.len());
-                for item in items {
-                    match parse(item) {
-                        Ok(u) => parsed.push(u),
-                        Err(e) => return Err(invalid(record, e.to_string())),
-                    }
-                }
-                parsed
-            }
-            Some(_) => return Err(invalid(record, "Resources is not an array".into())),
+        let body = match list_items(&doc, parse) {
+            Ok(found) => found,
+            Err(detail) => return Err(invalid(record, detail)),
         };
         let page = Page {
-            total_results,
-            start_index: number("startIndex").unwrap_or(start_index),
-            items,
+            total_results: body.total_results,
+            start_index: body.start_index.unwrap_or(start_index),
+            items: body.items,
         };
         Ok(Call {
             value: page,
@@ -680,15 +819,18 @@ impl ScimClient {
     }
 
     /// Pages through `/Users` until done, guarded against servers that
-    /// ignore `count` or `startIndex` or misreport `totalResults`:
+    /// ignore `count` or `startIndex`, fail on `count`, or misreport or
+    /// leave out `totalResults`:
     ///
     /// - the next page starts after the users actually received, not after
     ///   `count`, and a short page is not taken as the end (servers may cap
-    ///   pages below `count`);
+    ///   pages below `count`, and a server that fails on `count` gets none);
     /// - it stops on an empty page, or once the next start is past
     ///   `totalResults`;
-    /// - a user listed twice is kept once, and a page with no user not
-    ///   already listed is an `InvalidResponse` error (the server ignores
+    /// - a user listed twice is kept once; a page with no user not already
+    ///   listed ends the listing when the server gave no `totalResults` (it
+    ///   answers everything every time), and is an `InvalidResponse` error
+    ///   when `totalResults` says there is more (the server seems to ignore
     ///   `startIndex`; going on would loop);
     /// - more than `max_pages` pages is an `InvalidResponse` error rather
     ///   than a silently partial list.
@@ -698,7 +840,7 @@ impl ScimClient {
         max_pages: usize,
     ) -> Result<(Vec<RemoteUser>, Vec<CallRecord>), ScimError> {
         self.list_all_capped("Users", page_size, max_pages, RemoteUser::from_scim, |u| {
-            &u.id
+            u.id.clone()
         })
         .await
     }
@@ -711,7 +853,7 @@ impl ScimClient {
         page_size: usize,
         max_pages: usize,
         parse: fn(&Value) -> Result<T, ScimError>,
-        id_of: fn(&T) -> &String,
+        id_of: impl Fn(&T) -> String,
     ) -> Result<(Vec<T>, Vec<CallRecord>), ScimError> {
         if page_size == 0 {
             return Err(ScimError::Config("page size must be positive".into()));
@@ -731,18 +873,21 @@ impl ScimClient {
             let received = page.items.len();
             let before = items.len();
             for item in page.items {
-                if seen.insert(id_of(&item).clone()) {
+                if seen.insert(id_of(&item)) {
                     items.push(item);
                 }
             }
             if items.len() == before {
+                if page.total_results.is_none() {
+                    return Ok((items, records));
+                }
                 return Err(invalid(
                     call.record,
                     format!("page at startIndex {start} repeats {noun} already listed; the server seems to ignore startIndex"),
                 ));
             }
             start = start.saturating_add(received);
-            if start > page.total_results {
+            if page.total_results.is_some_and(|total| start > total) {
                 return Ok((items, records));
             }
         }
@@ -831,7 +976,7 @@ impl ScimClient {
             page_size,
             MAX_LIST_PAGES,
             RemoteGroup::from_scim,
-            |g| &g.id,
+            |g| g.id.clone(),
         )
         .await
     }
@@ -840,22 +985,51 @@ impl ScimClient {
     /// PATCH, PUT and DELETE when `etag` is `Some` (see
     /// [`group_if_match`]). The value is the group as the server returned
     /// it: `None` for a delete (a 404 counts as done) or a PATCH answered
-    /// with 204. A `Replace` under a profile that forbids PUT, or an
-    /// `AddMembers`/`RemoveMembers` without members, is a `Config` error and
-    /// nothing is sent.
+    /// with 204. A `Replace` under a profile that forbids PUT, a PATCH under
+    /// a profile that changes groups by PUT only, any change to a protected
+    /// group ([`Profile::is_protected_group`]), or an add or remove without
+    /// members, is a `Config` error and nothing is sent.
     pub async fn execute_group(
         &self,
         op: &GroupOp,
         profile: &Profile,
         etag: Option<&str>,
     ) -> Result<Call<Option<RemoteGroup>>, ScimError> {
+        if let Some(id) = op.id() {
+            let name = match op {
+                GroupOp::Rename { display_name, .. } => display_name.as_str(),
+                GroupOp::Replace { spec, .. } => spec.display_name.as_str(),
+                _ => "",
+            };
+            if profile.is_protected_group(name, id) {
+                return Err(ScimError::Config(format!(
+                    "group {id:?} is protected by profile {}; Tenure never changes or deletes it",
+                    profile.name
+                )));
+            }
+        }
         match op {
             GroupOp::Create(spec) => Ok(self.create_group(spec, profile).await?.map(Some)),
             GroupOp::Rename { id, .. }
             | GroupOp::AddMembers { id, .. }
-            | GroupOp::RemoveMembers { id, .. } => {
+            | GroupOp::RemoveMembers { id, .. }
+            | GroupOp::RemoveMemberValues { id, .. }
+            | GroupOp::ReplaceMembers { id, .. } => {
+                if !profile.group_patch {
+                    return Err(ScimError::Config(format!(
+                        "profile {} changes groups by PUT only; plan with diff_group",
+                        profile.name
+                    )));
+                }
+                let empty = matches!(
+                    op,
+                    GroupOp::AddMembers { members, .. }
+                        | GroupOp::RemoveMembers { members, .. }
+                        | GroupOp::RemoveMemberValues { members, .. }
+                        if members.is_empty()
+                );
                 let ops = op.patch_ops().unwrap_or_default();
-                if ops.is_empty() {
+                if ops.is_empty() || empty {
                     return Err(ScimError::Config("group PATCH without members".into()));
                 }
                 let (url, rel) = self.url(&["Groups", id], &[])?;
@@ -1007,8 +1181,12 @@ impl ScimClient {
         if let Some(body) = body {
             let bytes = serde_json::to_vec(body)
                 .map_err(|e| ScimError::Config(format!("cannot encode request: {e}")))?;
-            req = req.header(CONTENT_TYPE, SCIM_JSON).body(bytes);
+            req = req
+                .header(CONTENT_TYPE, self.content_type.clone())
+                .body(bytes);
         }
+        // The server asked the whole app to hold off: wait, then send.
+        self.pause.wait().await;
         let started = Instant::now();
         let outcome = async {
             let resp = req.send().await?;
@@ -1027,6 +1205,16 @@ impl ScimClient {
         span.record("latency_ms", record.latency_ms);
         match outcome {
             Ok(raw) => {
+                if matches!(raw.status.as_u16(), 429 | 503) {
+                    if let Some(asked) = raw
+                        .headers
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after)
+                    {
+                        self.pause.pause_for(asked);
+                    }
+                }
                 record.status = Some(raw.status.as_u16());
                 span.record("status", raw.status.as_u16());
                 span.in_scope(|| tracing::debug!(status = raw.status.as_u16(), "SCIM response"));
@@ -1049,6 +1237,76 @@ impl ScimClient {
             }
         }
     }
+}
+
+/// What a ListResponse holds (RFC 7644 §3.4.2), each part as sent.
+struct ListBody<T> {
+    items: Vec<T>,
+    total_results: Option<usize>,
+    start_index: Option<usize>,
+}
+
+/// A ListResponse's items, `totalResults` and `startIndex`. `Resources` may
+/// be absent when nothing matched, and numbers may come as strings; an item
+/// that does not parse is an error (the detail).
+fn list_items<T>(
+    doc: &Value,
+    parse: fn(&Value) -> Result<T, ScimError>,
+) -> Result<ListBody<T>, String> {
+    let Some(obj) = doc.as_object() else {
+        return Err("list response is not an object".into());
+    };
+    let number = |key: &str| match get_ci(obj, key) {
+        Some(Value::Number(n)) => n.as_u64().and_then(|n| usize::try_from(n).ok()),
+        // Some servers send numbers as strings.
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    let items = match get_ci(obj, "Resources") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            let mut parsed = Vec::with_capacity(items.len());
+            for item in items {
+                parsed.push(parse(item).map_err(|e| e.to_string())?);
+            }
+            parsed
+        }
+        Some(_) => return Err("Resources is not an array".into()),
+    };
+    Ok(ListBody {
+        items,
+        total_results: number("totalResults"),
+        start_index: number("startIndex"),
+    })
+}
+
+/// The request [`ScimClient::execute_with`] sends for `op`: method, path
+/// relative to the base URL (ids unencoded, for reading) and the exact JSON
+/// body, for `tenure plan` to show without sending anything.
+pub fn planned_request(op: &Op, profile: &Profile) -> (&'static str, String, Option<Value>) {
+    match op {
+        Op::Create(spec) => ("POST", "/Users".into(), Some(spec.to_scim_with(profile))),
+        Op::Patch { id, ops } => ("PATCH", format!("/Users/{id}"), Some(patch_body(ops))),
+        Op::Replace { id, spec } => (
+            "PUT",
+            format!("/Users/{id}"),
+            Some(put_body(id, spec.to_scim_with(profile))),
+        ),
+        Op::Delete { id } => ("DELETE", format!("/Users/{id}"), None),
+    }
+}
+
+/// The body of a User PATCH.
+fn patch_body(ops: &[PatchOp]) -> Value {
+    json!({ "schemas": [PATCH_OP_SCHEMA], "Operations": ops })
+}
+
+/// The body of a User PUT: the resource with its `id`.
+fn put_body(id: &str, mut body: Value) -> Value {
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("id".into(), id.into());
+    }
+    body
 }
 
 /// A SCIM filter string literal: RFC 7644 filter values use JSON string
@@ -1077,11 +1335,11 @@ fn error_chain(e: &reqwest::Error) -> String {
     out
 }
 
+/// Error text from a server, fit for audit records and logs: an HTML error
+/// page from a proxy must not bloat every record (see
+/// [`crate::error::summarize_body`]).
 pub(crate) fn truncate(s: &str) -> String {
-    match s.char_indices().nth(MAX_DETAIL_CHARS) {
-        Some((cut, _)) => format!("{}...", &s[..cut]),
-        None => s.to_owned(),
-    }
+    crate::error::summarize_body(s).unwrap_or_default()
 }
 
 pub(crate) fn invalid(mut record: CallRecord, detail: String) -> ScimError {
@@ -1138,11 +1396,7 @@ pub(crate) fn http_error(raw: Raw, mut record: CallRecord) -> ScimError {
         .and_then(|o| get_ci(o, "detail"))
         .and_then(Value::as_str)
         .map(truncate)
-        .or_else(|| {
-            let text = String::from_utf8_lossy(&raw.body);
-            let text = text.trim();
-            (!text.is_empty()).then(|| truncate(text))
-        })
+        .or_else(|| crate::error::summarize_body(&String::from_utf8_lossy(&raw.body)))
         .unwrap_or_else(|| {
             raw.status
                 .canonical_reason()

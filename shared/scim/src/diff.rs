@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::profile::Profile;
-use crate::user::{manager_ref, non_empty, non_empty_opt, work_emails, RemoteUser, UserSpec};
+use crate::shape::{covers, Shape, PATH_NAME_FORMATTED};
+use crate::user::{
+    manager_ref, non_empty, non_empty_opt, sent_formatted, work_emails, RemoteUser, UserSpec,
+};
 
 /// What Tenure wants for one person in one app.
 // Unboxed so callers can build and match it directly; one value lives per
@@ -119,6 +122,22 @@ pub const PATH_MANAGER: &str = "urn:ietf:params:scim:schemas:extension:enterpris
 pub fn apply_patch(remote: &RemoteUser, ops: &[PatchOp]) -> Option<RemoteUser> {
     let mut r = remote.clone();
     for p in ops {
+        if !is_typed_path(&p.path) {
+            // A free attribute (constant or free mapping): kept in `raw`,
+            // where the diff reads it back.
+            if !r.raw.is_object() {
+                r.raw = Value::Object(serde_json::Map::new());
+            }
+            let obj = r.raw.as_object_mut()?;
+            match p.op.as_str() {
+                "remove" => {
+                    crate::shape::remove_path(obj, &p.path);
+                }
+                "replace" => crate::shape::set_path(obj, &p.path, p.value.clone()),
+                _ => return None,
+            }
+            continue;
+        }
         let text = match (p.op.as_str(), &p.value) {
             ("remove", _) => None,
             ("replace", Value::String(s)) => Some(s.clone()),
@@ -130,6 +149,7 @@ pub fn apply_patch(remote: &RemoteUser, ops: &[PatchOp]) -> Option<RemoteUser> {
             PATH_EXTERNAL_ID => r.external_id = text,
             PATH_GIVEN_NAME => r.given_name = text,
             PATH_FAMILY_NAME => r.family_name = text,
+            PATH_NAME_FORMATTED => r.name_formatted = text,
             PATH_DISPLAY_NAME => r.display_name = text,
             PATH_TITLE => r.title = text,
             PATH_DEPARTMENT => r.department = text,
@@ -160,11 +180,33 @@ pub fn apply_patch(remote: &RemoteUser, ops: &[PatchOp]) -> Option<RemoteUser> {
     Some(r)
 }
 
+/// The paths [`RemoteUser`] models with a field of its own.
+fn is_typed_path(path: &str) -> bool {
+    [
+        PATH_USER_NAME,
+        PATH_EXTERNAL_ID,
+        PATH_GIVEN_NAME,
+        PATH_FAMILY_NAME,
+        PATH_NAME_FORMATTED,
+        PATH_DISPLAY_NAME,
+        PATH_EMAILS,
+        PATH_ACTIVE,
+        PATH_TITLE,
+        PATH_DEPARTMENT,
+        PATH_EMPLOYEE_NUMBER,
+        PATH_COST_CENTER,
+        PATH_ORGANIZATION,
+        PATH_DIVISION,
+        PATH_MANAGER,
+    ]
+    .contains(&path)
+}
+
 /// The operations that make `remote` match `desired`; empty when it already
 /// does. At most one operation is returned. The same as [`diff_with`] and the
 /// generic profile.
 pub fn diff(desired: &Desired, remote: Option<&RemoteUser>, caps: Capabilities) -> Vec<Op> {
-    diff_inner(desired, remote, caps, true)
+    diff_inner(desired, remote, caps, true, &Shape::default())
 }
 
 /// [`diff`] under an app's [`Profile`]:
@@ -173,7 +215,12 @@ pub fn diff(desired: &Desired, remote: Option<&RemoteUser>, caps: Capabilities) 
 ///   of `Create` and `Replace` and never compared or patched (the app does not
 ///   store it, so whatever it reports, or does not, counts as equal);
 /// - `put_allowed = false`: never `Replace`; updates and deactivations are
-///   `Patch`, whatever `caps.patch` says.
+///   `Patch`, whatever `caps.patch` says;
+/// - its [`Shape`]: an omitted attribute is neither sent nor compared (an
+///   omitted `externalId` counts as `external_id = false`), `name.formatted`
+///   is compared when the shape sends it, and constants and free mappings
+///   are compared with [`covers`], so a server that decorates a value does
+///   not look changed.
 pub fn diff_with(
     desired: &Desired,
     remote: Option<&RemoteUser>,
@@ -188,8 +235,9 @@ pub fn diff_with(
             ..caps
         }
     };
-    let mut ops = diff_inner(desired, remote, caps, profile.external_id);
-    if !profile.external_id {
+    let external_id = profile.external_id && !profile.shape.omits(PATH_EXTERNAL_ID);
+    let mut ops = diff_inner(desired, remote, caps, external_id, &profile.shape);
+    if !external_id {
         for op in &mut ops {
             if let Op::Create(spec) | Op::Replace { spec, .. } = op {
                 spec.external_id.clear();
@@ -204,11 +252,12 @@ fn diff_inner(
     remote: Option<&RemoteUser>,
     caps: Capabilities,
     external_id: bool,
+    shape: &Shape,
 ) -> Vec<Op> {
     match (desired, remote) {
         (Desired::Present(spec), None) => vec![Op::Create(spec.clone())],
         (Desired::Present(spec), Some(remote)) => {
-            let ops = attribute_changes(spec, remote, external_id);
+            let ops = attribute_changes(spec, remote, external_id, shape);
             if ops.is_empty() {
                 Vec::new()
             } else if caps.patch {
@@ -257,8 +306,16 @@ fn set(path: &str, value: Option<&str>) -> PatchOp {
     }
 }
 
-/// `external_id = false` leaves `externalId` out of the comparison.
-fn attribute_changes(spec: &UserSpec, remote: &RemoteUser, external_id: bool) -> Vec<PatchOp> {
+/// `external_id = false` leaves `externalId` out of the comparison, and so
+/// does the shape for every attribute it omits: only what is sent is
+/// compared.
+fn attribute_changes(
+    spec: &UserSpec,
+    remote: &RemoteUser,
+    external_id: bool,
+    shape: &Shape,
+) -> Vec<PatchOp> {
+    let sent = |path: &str| !shape.omits(path);
     let mut ops = Vec::new();
     // userName is caseExact=false (RFC 7643 §4.1.1): a case-only difference
     // is the same name, and servers may normalise its case.
@@ -292,8 +349,13 @@ fn attribute_changes(spec: &UserSpec, remote: &RemoteUser, external_id: bool) ->
         ),
     ];
     for (path, want, have) in strings {
-        if want != have {
+        if want != have && sent(path) {
             ops.push(set(path, want));
+        }
+    }
+    if let Some(want) = sent_formatted(spec, shape) {
+        if want.as_deref() != non_empty_opt(&remote.name_formatted) {
+            ops.push(set(PATH_NAME_FORMATTED, want.as_deref()));
         }
     }
     let want_email = non_empty(&spec.email);
@@ -306,9 +368,9 @@ fn attribute_changes(spec: &UserSpec, remote: &RemoteUser, external_id: bool) ->
         (None, None) => true,
         _ => false,
     };
-    if !email_same {
+    if !email_same && sent(PATH_EMAILS) {
         ops.push(match want_email {
-            Some(e) => PatchOp::replace(PATH_EMAILS, work_emails(e)),
+            Some(e) => PatchOp::replace(PATH_EMAILS, work_emails(e, shape)),
             None => PatchOp::remove(PATH_EMAILS),
         });
     }
@@ -348,17 +410,26 @@ fn attribute_changes(spec: &UserSpec, remote: &RemoteUser, external_id: bool) ->
         ),
     ];
     for (path, want, have) in optionals {
-        if want != have {
+        if want != have && sent(path) {
             ops.push(set(path, want));
         }
     }
     let (want_manager, have_manager) =
         (non_empty_opt(&spec.manager), non_empty_opt(&remote.manager));
-    if want_manager != have_manager {
+    if want_manager != have_manager && sent(PATH_MANAGER) {
         ops.push(match want_manager {
             Some(id) => PatchOp::replace(PATH_MANAGER, manager_ref(id)),
             None => PatchOp::remove(PATH_MANAGER),
         });
+    }
+    for (path, want) in spec.extra.iter().chain(shape.constant.iter()) {
+        if !covers(want, remote.value_at(path)) {
+            ops.push(if want.is_null() {
+                PatchOp::remove(path.as_str())
+            } else {
+                PatchOp::replace(path.as_str(), want.clone())
+            });
+        }
     }
     ops
 }
@@ -385,6 +456,7 @@ mod tests {
             organization: Some("Acme".into()),
             division: None,
             manager: Some("m-1".into()),
+            ..UserSpec::default()
         }
     }
 
@@ -405,7 +477,9 @@ mod tests {
             organization: non_empty_opt(&spec.organization).map(str::to_owned),
             division: non_empty_opt(&spec.division).map(str::to_owned),
             manager: non_empty_opt(&spec.manager).map(str::to_owned),
+            name_formatted: spec.name_formatted.clone(),
             etag: Some("W/\"1\"".into()),
+            raw: Value::Null,
         }
     }
 
@@ -694,6 +768,7 @@ mod tests {
                     organization,
                     division,
                     manager,
+                    ..UserSpec::default()
                 },
             )
     }
@@ -729,7 +804,9 @@ mod tests {
                     organization,
                     division,
                     manager,
+                    name_formatted: None,
                     etag: None,
+                    raw: Value::Null,
                 },
             )
     }
@@ -943,6 +1020,298 @@ mod tests {
             if !caps.patch {
                 let patches = ops.iter().any(|o| matches!(o, Op::Patch { .. }));
                 prop_assert!(!patches, "PATCH without patch support: {:?}", ops);
+            }
+        }
+    }
+
+    fn shaped(shape: Shape) -> Profile {
+        Profile {
+            shape,
+            ..Profile::generic()
+        }
+    }
+
+    /// A conforming server: a create or PUT stores the body as sent, a PATCH
+    /// applies its operations.
+    fn server_apply(op: &Op, remote: Option<RemoteUser>, profile: &Profile) -> Option<RemoteUser> {
+        let stored = |id: &str, spec: &UserSpec| {
+            let mut body = spec.to_scim_with(profile);
+            body["id"] = id.into();
+            RemoteUser::from_scim(&body).expect("a body Tenure sends reads back")
+        };
+        match op {
+            Op::Create(spec) => Some(stored("u1", spec)),
+            Op::Replace { id, spec } => Some(stored(id, spec)),
+            Op::Delete { .. } => None,
+            Op::Patch { ops, .. } => {
+                Some(apply_patch(&remote.expect("patch of a missing account"), ops).expect("known"))
+            }
+        }
+    }
+
+    #[test]
+    fn shaped_emails_are_sent_without_type_or_primary_and_do_not_loop() {
+        let profile = shaped(Shape {
+            omit: ["emails.type".to_owned(), "emails.primary".to_owned()].into(),
+            ..Shape::default()
+        });
+        let s = spec();
+        let body = s.to_scim_with(&profile);
+        assert_eq!(body["emails"], json!([{"value": "ada@example.com"}]));
+        // The server adds type and primary on its own: still in sync.
+        let mut created = body.clone();
+        created["id"] = "u1".into();
+        created["emails"] = json!([{"value": "ada@example.com", "type": "work", "primary": true}]);
+        let r = RemoteUser::from_scim(&created).expect("user");
+        assert!(diff_with(
+            &Desired::Present(s.clone()),
+            Some(&r),
+            Capabilities::default(),
+            &profile
+        )
+        .is_empty());
+        // A changed address is patched with the shaped value.
+        let mut moved = s;
+        moved.email = "ada@new.example".into();
+        assert_eq!(
+            diff_with(
+                &Desired::Present(moved),
+                Some(&r),
+                Capabilities::default(),
+                &profile
+            ),
+            vec![Op::Patch {
+                id: "u1".into(),
+                ops: vec![PatchOp::replace(
+                    PATH_EMAILS,
+                    json!([{"value": "ada@new.example"}])
+                )]
+            }]
+        );
+    }
+
+    #[test]
+    fn omitted_attributes_are_neither_sent_nor_compared() {
+        let profile = shaped(Shape {
+            omit: [
+                "title".to_owned(),
+                PATH_DEPARTMENT.to_owned(),
+                "externalId".to_owned(),
+            ]
+            .into(),
+            ..Shape::default()
+        });
+        let s = spec();
+        let body = s.to_scim_with(&profile);
+        assert!(body.get("title").is_none() && body.get("externalId").is_none());
+        assert!(body[crate::user::ENTERPRISE_USER_SCHEMA]
+            .get("department")
+            .is_none());
+        let mut r = remote_of(&s);
+        r.title = Some("Something else".into());
+        r.department = None;
+        r.external_id = None;
+        assert!(diff_with(
+            &Desired::Present(s.clone()),
+            Some(&r),
+            Capabilities::default(),
+            &profile
+        )
+        .is_empty());
+        let Op::Create(created) = &diff_with(
+            &Desired::Present(s),
+            None,
+            Capabilities::default(),
+            &profile,
+        )[0] else {
+            panic!("expected a create")
+        };
+        assert!(
+            created.external_id.is_empty(),
+            "an omitted externalId is not stored"
+        );
+    }
+
+    #[test]
+    fn name_formatted_is_sent_and_kept_current_when_shaped_in() {
+        let profile = shaped(Shape {
+            name_formatted: true,
+            ..Shape::default()
+        });
+        let s = spec();
+        assert_eq!(
+            s.to_scim_with(&profile)["name"]["formatted"],
+            "Ada Lovelace"
+        );
+        assert!(
+            s.to_scim().pointer("/name/formatted").is_none(),
+            "off by default"
+        );
+        // An adopted account with a stale formatted name is corrected.
+        let mut r = remote_of(&s);
+        r.name_formatted = Some("A. Byron".into());
+        assert_eq!(
+            diff_with(
+                &Desired::Present(s.clone()),
+                Some(&r),
+                Capabilities::default(),
+                &profile
+            ),
+            vec![Op::Patch {
+                id: "u1".into(),
+                ops: vec![PatchOp::replace(PATH_NAME_FORMATTED, "Ada Lovelace")]
+            }]
+        );
+        // Without the shape the same remote is in sync: not sent, not compared.
+        assert!(diff(
+            &Desired::Present(s.clone()),
+            Some(&r),
+            Capabilities::default()
+        )
+        .is_empty());
+        // A mapped value wins over the joined names.
+        let mut mapped = s;
+        mapped.name_formatted = Some("Lovelace, Ada".into());
+        assert_eq!(
+            mapped.to_scim_with(&profile)["name"]["formatted"],
+            "Lovelace, Ada"
+        );
+    }
+
+    #[test]
+    fn constants_and_free_mappings_are_sent_and_compared_as_subsets() {
+        let ext = "urn:acme:params:scim:schemas:extension:acme:1.0:User";
+        let profile = shaped(Shape {
+            constant: [
+                ("userType".to_owned(), json!("Employee")),
+                (format!("{ext}:plan"), json!({"tier": "gold"})),
+            ]
+            .into(),
+            ..Shape::default()
+        });
+        let mut s = spec();
+        s.extra.insert("nickName".into(), json!("ada"));
+        s.extra.insert("preferredLanguage".into(), Value::Null);
+        let body = s.to_scim_with(&profile);
+        assert_eq!(body["userType"], "Employee");
+        assert_eq!(body[ext]["plan"], json!({"tier": "gold"}));
+        assert_eq!(body["nickName"], "ada");
+        assert!(body.get("preferredLanguage").is_none());
+        assert!(body["schemas"]
+            .as_array()
+            .expect("schemas")
+            .contains(&json!(ext)));
+        // The server decorates the complex constant: still in sync.
+        let mut stored = body.clone();
+        stored["id"] = "u1".into();
+        stored[ext]["plan"]["since"] = "2020".into();
+        let r = RemoteUser::from_scim(&stored).expect("user");
+        assert!(diff_with(
+            &Desired::Present(s.clone()),
+            Some(&r),
+            Capabilities::default(),
+            &profile
+        )
+        .is_empty());
+        // A changed constant and a value the mapping now leaves unset.
+        stored["userType"] = "Contractor".into();
+        stored["preferredLanguage"] = "de".into();
+        let r = RemoteUser::from_scim(&stored).expect("user");
+        let ops = diff_with(
+            &Desired::Present(s.clone()),
+            Some(&r),
+            Capabilities::default(),
+            &profile,
+        );
+        assert_eq!(
+            ops,
+            vec![Op::Patch {
+                id: "u1".into(),
+                ops: vec![
+                    PatchOp::remove("preferredLanguage"),
+                    PatchOp::replace("userType", "Employee"),
+                ]
+            }]
+        );
+        let Op::Patch { ops: patch, .. } = &ops[0] else {
+            panic!("patch")
+        };
+        let after = apply_patch(&r, patch).expect("free paths apply");
+        assert!(diff_with(
+            &Desired::Present(s),
+            Some(&after),
+            Capabilities::default(),
+            &profile
+        )
+        .is_empty());
+    }
+
+    fn any_shape() -> impl Strategy<Value = Shape> {
+        let omittable = crate::shape::omittable();
+        (
+            any::<bool>(),
+            prop::sample::subsequence(omittable.clone(), 0..=4),
+            any::<bool>(),
+        )
+            .prop_map(|(name_formatted, omit, constants)| {
+                let mut shape = Shape {
+                    name_formatted: name_formatted
+                        && !omit.iter().any(|p| p == "name" || p == "name.formatted"),
+                    omit: omit.into_iter().collect(),
+                    ..Shape::default()
+                };
+                if constants {
+                    shape.constant.insert("userType".into(), json!("Employee"));
+                    shape.constant.insert(
+                        "urn:acme:ext:1.0:User:plan".into(),
+                        json!({"tier": "gold", "seats": 3}),
+                    );
+                }
+                shape
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn shaped_bodies_converge_and_never_touch_omitted_attributes(
+            desired in any_desired(),
+            remote in prop::option::of(any_remote()),
+            caps in any_caps(),
+            shape in any_shape(),
+            nick in prop::option::of(prop_oneof![Just(Value::Null), Just(json!("nick"))]),
+        ) {
+            let profile = shaped(shape.clone());
+            let desired = match desired {
+                Desired::Present(mut s) => {
+                    if let Some(n) = nick {
+                        s.extra.insert("nickName".into(), n);
+                    }
+                    Desired::Present(s)
+                }
+                other => other,
+            };
+            let ops = diff_with(&desired, remote.as_ref(), caps, &profile);
+            let after = ops.iter().fold(remote.clone(), |r, op| server_apply(op, r, &profile));
+            let again = diff_with(&desired, after.as_ref(), caps, &profile);
+            prop_assert!(again.is_empty(), "second diff not empty: {:?}", again);
+            for op in &ops {
+                match op {
+                    Op::Create(spec) | Op::Replace { spec, .. } => {
+                        let body = spec.to_scim_with(&profile);
+                        for path in &shape.omit {
+                            prop_assert!(
+                                crate::shape::get_path(&body, path).is_none(),
+                                "{} sent although omitted: {}", path, body
+                            );
+                        }
+                    }
+                    Op::Patch { ops, .. } => {
+                        for p in ops {
+                            prop_assert!(!shape.omits(&p.path), "{} patched although omitted", p.path);
+                        }
+                    }
+                    Op::Delete { .. } => {}
+                }
             }
         }
     }

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use crate::diff::Capabilities;
+use crate::shape::{Shape, ShapeOverride};
 
 /// How an app treats `active = false`. Informational: the diff sends the same
 /// deactivation whatever this says; docs and reports use it to tell the
@@ -44,6 +45,9 @@ pub enum Deprovision {
 /// external_id = false
 /// bulk = false             # never POST /Bulk, whatever discovery says
 /// unique_user_name = true  # the app answers 409 to a taken userName
+/// group_patch = false      # groups changed by PUT with the full member list
+/// protected_groups = ["admin"]  # never updated or deleted
+/// content_type = "application/json"
 /// deprovision = "block"    # deactivate | delete | block
 /// auth_hint = "Bearer token from the HR admin page"
 /// [assumed]
@@ -74,6 +78,17 @@ pub struct Profile {
     /// Whether Tenure may create groups there; when not, groups must exist
     /// in the app already and missing ones are reported, not created.
     pub create_groups: bool,
+    /// Whether groups are changed with PATCH. `false` (Nextcloud): every
+    /// rename and membership change is a PUT of the whole group with its
+    /// full member list, whatever discovery says about PATCH.
+    pub group_patch: bool,
+    /// Groups Tenure never updates or deletes, by `displayName` or id
+    /// (exact): the app's own administrators group and the like. A
+    /// `[[app.group]]` naming one is reported, not synced.
+    pub protected_groups: Vec<String>,
+    /// The `Content-Type` of request bodies: `application/scim+json` (RFC
+    /// 7644 §3.1) or `application/json` for servers that accept only that.
+    pub content_type: Cow<'static, str>,
     /// Whether Tenure may use `POST /Bulk` (RFC 7644 §3.7) when discovery
     /// says the server supports it. `false` vetoes bulk whatever the server
     /// announces; `true` alone never turns it on (a server without
@@ -95,6 +110,10 @@ pub struct Profile {
     /// setup hints; empty when not known. `<ns>`-style parts are
     /// placeholders.
     pub path_hint: Cow<'static, str>,
+    /// How the User resource is shaped for the app (see [`crate::shape`]);
+    /// an app's `[app.shape]` overrides it key by key.
+    #[serde(default)]
+    pub shape: Shape,
 }
 
 /// The capabilities a profile assumes when nothing else is known: PATCH and
@@ -106,6 +125,9 @@ pub const FALLBACK_CAPS: Capabilities = Capabilities {
     filter: true,
     etag: false,
 };
+
+/// RFC 7644 §3.1's media type for SCIM bodies.
+pub const SCIM_JSON: &str = "application/scim+json";
 
 /// The names [`builtin`] knows.
 pub const BUILTIN_NAMES: [&str; 7] = [
@@ -132,11 +154,15 @@ impl Profile {
             put_allowed: true,
             groups: true,
             create_groups: true,
+            group_patch: true,
+            protected_groups: Vec::new(),
+            content_type: Cow::Borrowed(SCIM_JSON),
             bulk: true,
             unique_user_name: false,
             deprovision: Deprovision::Deactivate,
             auth_hint: Cow::Borrowed("Bearer token or HTTP Basic, as the app documents"),
             path_hint: Cow::Borrowed(""),
+            shape: Shape::default(),
         }
     }
 
@@ -154,6 +180,14 @@ impl Profile {
             caps.patch = true;
         }
         caps
+    }
+
+    /// Whether the group with this `displayName` or id is one Tenure must
+    /// never update or delete.
+    pub fn is_protected_group(&self, display_name: &str, id: &str) -> bool {
+        self.protected_groups
+            .iter()
+            .any(|p| p == display_name || (!id.is_empty() && p == id))
     }
 
     /// The attributes to look an account up by with a filter, in order:
@@ -217,14 +251,24 @@ pub fn builtin(name: &str) -> Option<Profile> {
         // an app password or a bearer JWT; admin accounts only; no
         // externalId". Hence external_id = false and groups on.
         // Its documented endpoints are Users and Groups: no /Bulk.
+        // Groups (read from the app's GroupService.php and routes.php):
+        // "POST /Groups → 201, 409 when the name exists", so Tenure creates
+        // them; its routes are resource routes (index, show, create,
+        // update = PUT, destroy) with no PATCH, so group changes are a PUT
+        // with the full member list; "the admin group cannot be deleted
+        // (403)", and Tenure must not strip it either; "older releases
+        // accepted only Content-Type: application/json". A group's id is
+        // its URL-encoded displayName, which the client percent-encodes
+        // once more as a path segment like any other id.
         "nextcloud" => Profile {
             name: "nextcloud".into(),
             external_id: false,
             groups: true,
+            create_groups: true,
+            group_patch: false,
+            protected_groups: vec!["admin".to_string()],
+            content_type: Cow::Borrowed("application/json"),
             bulk: false,
-            // The project's fan-out issue states Nextcloud needs groups
-            // pre-created (not among the checked facts): membership only.
-            create_groups: false,
             auth_hint: Cow::Borrowed(
                 "HTTP Basic with an app password, or a bearer JWT; the account must be an admin",
             ),
@@ -279,11 +323,15 @@ struct ProfileDef {
     put_allowed: Option<bool>,
     groups: Option<bool>,
     create_groups: Option<bool>,
+    group_patch: Option<bool>,
+    protected_groups: Option<Vec<String>>,
+    content_type: Option<String>,
     bulk: Option<bool>,
     unique_user_name: Option<bool>,
     deprovision: Option<Deprovision>,
     auth_hint: Option<String>,
     path_hint: Option<String>,
+    shape: Option<ShapeOverride>,
 }
 
 #[derive(Deserialize)]
@@ -313,6 +361,16 @@ impl TryFrom<ProfileDef> for Profile {
                 etag: c.etag.unwrap_or(base.assumed.etag),
             },
         };
+        if let Some(ct) = &d.content_type {
+            let bare = ct.split(';').next().unwrap_or_default().trim();
+            if !bare.eq_ignore_ascii_case(SCIM_JSON)
+                && !bare.eq_ignore_ascii_case("application/json")
+            {
+                return Err(format!(
+                    "content_type must be {SCIM_JSON} or application/json, not {ct:?}"
+                ));
+            }
+        }
         let name = d.name.unwrap_or_else(|| "custom".into());
         if name.trim().is_empty() {
             return Err("profile name must not be empty".into());
@@ -325,11 +383,18 @@ impl TryFrom<ProfileDef> for Profile {
             put_allowed: d.put_allowed.unwrap_or(base.put_allowed),
             groups: d.groups.unwrap_or(base.groups),
             create_groups: d.create_groups.unwrap_or(base.create_groups),
+            group_patch: d.group_patch.unwrap_or(base.group_patch),
+            protected_groups: d.protected_groups.unwrap_or(base.protected_groups),
+            content_type: d.content_type.map(Cow::Owned).unwrap_or(base.content_type),
             bulk: d.bulk.unwrap_or(base.bulk),
             unique_user_name: d.unique_user_name.unwrap_or(base.unique_user_name),
             deprovision: d.deprovision.unwrap_or(base.deprovision),
             auth_hint: d.auth_hint.map(Cow::Owned).unwrap_or(base.auth_hint),
             path_hint: d.path_hint.map(Cow::Owned).unwrap_or(base.path_hint),
+            shape: match &d.shape {
+                Some(o) => base.shape.overridden(o)?,
+                None => base.shape,
+            },
         })
     }
 }
@@ -359,6 +424,16 @@ mod tests {
         let nextcloud = builtin("nextcloud").expect("nextcloud");
         assert!(!nextcloud.external_id && nextcloud.groups);
         assert_eq!(nextcloud.lookup_attributes(), ["userName"]);
+        // Groups are created, changed by PUT only, and admin is left alone.
+        assert!(nextcloud.create_groups && !nextcloud.group_patch && nextcloud.put_allowed);
+        assert_eq!(nextcloud.protected_groups, ["admin"]);
+        assert!(
+            nextcloud.is_protected_group("admin", "x")
+                && !nextcloud.is_protected_group("Admins", "Admins")
+        );
+        assert_eq!(nextcloud.content_type, "application/json");
+        assert_eq!(Profile::generic().content_type, SCIM_JSON);
+        assert!(Profile::generic().group_patch && Profile::generic().protected_groups.is_empty());
         assert!(!builtin("zulip").expect("zulip").groups);
         for no_bulk in ["gitlab", "zulip", "nextcloud"] {
             assert!(!builtin(no_bulk).expect(no_bulk).bulk, "{no_bulk}");
@@ -443,6 +518,7 @@ mod tests {
             serde_json::json!({"assumed": {"etags": true}}),
             serde_json::json!({"deprovision": "suspend"}),
             serde_json::json!({"name": " "}),
+            serde_json::json!({"content_type": "text/plain"}),
         ] {
             assert!(
                 serde_json::from_value::<Profile>(bad.clone()).is_err(),

@@ -5,11 +5,14 @@
 //! means "no value", so it is left out of the JSON, and a remote attribute that
 //! is absent or empty compares equal to it.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::error::ScimError;
 use crate::profile::Profile;
+use crate::shape::{self, Shape, PATH_EMAILS_PRIMARY, PATH_EMAILS_TYPE, PATH_NAME_FORMATTED};
 
 pub const CORE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const ENTERPRISE_USER_SCHEMA: &str =
@@ -40,6 +43,15 @@ pub struct UserSpec {
     /// extension), not the manager's HR id.
     #[serde(default)]
     pub manager: Option<String>,
+    /// `name.formatted` from the app's mapping; without one, a shape with
+    /// `name_formatted` joins given and family name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_formatted: Option<String>,
+    /// Attributes Tenure does not model, by canonical path (see
+    /// [`crate::shape`]), from the app's free mappings: a value to send, or
+    /// `Null` for "unset" (removed when the server has one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, Value>,
 }
 
 /// `None` for an empty string, so "unset" has one spelling everywhere.
@@ -60,57 +72,111 @@ pub(crate) fn manager_ref(id: &str) -> Value {
     json!({ "value": id })
 }
 
-/// The `emails` value Tenure writes: a single primary work address.
-pub(crate) fn work_emails(email: &str) -> Value {
-    json!([{ "value": email, "type": "work", "primary": true }])
+/// The `emails` value Tenure writes: a single primary work address, with
+/// `type` and `primary` unless the shape leaves them out.
+pub(crate) fn work_emails(email: &str, shape: &Shape) -> Value {
+    let mut entry = Map::new();
+    entry.insert("value".into(), email.into());
+    if !shape.omits(PATH_EMAILS_TYPE) {
+        entry.insert("type".into(), "work".into());
+    }
+    if !shape.omits(PATH_EMAILS_PRIMARY) {
+        entry.insert("primary".into(), true.into());
+    }
+    Value::Array(vec![Value::Object(entry)])
+}
+
+/// Whether Tenure manages `name.formatted` for this spec and shape, and
+/// with which value: `None` when it is not sent (and so not compared);
+/// `Some(None)` when it is managed but empty.
+pub(crate) fn sent_formatted(spec: &UserSpec, shape: &Shape) -> Option<Option<String>> {
+    if shape.omits(PATH_NAME_FORMATTED) {
+        return None;
+    }
+    if let Some(mapped) = &spec.name_formatted {
+        return Some(non_empty(mapped).map(str::to_owned));
+    }
+    if !shape.name_formatted {
+        return None;
+    }
+    let joined = [spec.given_name.trim(), spec.family_name.trim()]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(non_empty(&joined).map(str::to_owned))
 }
 
 impl UserSpec {
-    /// The full SCIM User resource, as sent by POST and PUT.
+    /// The full SCIM User resource, as sent by POST and PUT, unshaped.
     pub fn to_scim(&self) -> Value {
+        self.to_scim_shaped(&Shape::default(), true)
+    }
+
+    /// [`UserSpec::to_scim`] under an app's profile: without `externalId`
+    /// when the app does not store it, and shaped by the profile's
+    /// [`Shape`] (attributes omitted, `name.formatted`, constants).
+    pub fn to_scim_with(&self, profile: &Profile) -> Value {
+        self.to_scim_shaped(&profile.shape, profile.external_id)
+    }
+
+    fn to_scim_shaped(&self, shape: &Shape, external_id: bool) -> Value {
+        use crate::diff::{
+            PATH_COST_CENTER, PATH_DEPARTMENT, PATH_DISPLAY_NAME, PATH_DIVISION, PATH_EMAILS,
+            PATH_EMPLOYEE_NUMBER, PATH_EXTERNAL_ID, PATH_FAMILY_NAME, PATH_GIVEN_NAME,
+            PATH_MANAGER, PATH_ORGANIZATION, PATH_TITLE,
+        };
+        let sends = |path: &str| !shape.omits(path);
         let mut user = Map::new();
         let mut schemas = vec![Value::from(CORE_USER_SCHEMA)];
         user.insert("userName".into(), self.user_name.clone().into());
-        if let Some(v) = non_empty(&self.external_id) {
-            user.insert("externalId".into(), v.into());
+        if external_id && sends(PATH_EXTERNAL_ID) {
+            if let Some(v) = non_empty(&self.external_id) {
+                user.insert("externalId".into(), v.into());
+            }
         }
         let mut name = Map::new();
-        if let Some(v) = non_empty(&self.given_name) {
+        if let Some(v) = non_empty(&self.given_name).filter(|_| sends(PATH_GIVEN_NAME)) {
             name.insert("givenName".into(), v.into());
         }
-        if let Some(v) = non_empty(&self.family_name) {
+        if let Some(v) = non_empty(&self.family_name).filter(|_| sends(PATH_FAMILY_NAME)) {
             name.insert("familyName".into(), v.into());
+        }
+        if let Some(Some(v)) = sent_formatted(self, shape) {
+            name.insert("formatted".into(), v.into());
         }
         if !name.is_empty() {
             user.insert("name".into(), Value::Object(name));
         }
-        if let Some(v) = non_empty(&self.display_name) {
+        if let Some(v) = non_empty(&self.display_name).filter(|_| sends(PATH_DISPLAY_NAME)) {
             user.insert("displayName".into(), v.into());
         }
-        if let Some(v) = non_empty(&self.email) {
-            user.insert("emails".into(), work_emails(v));
+        if let Some(v) = non_empty(&self.email).filter(|_| sends(PATH_EMAILS)) {
+            user.insert("emails".into(), work_emails(v, shape));
         }
         user.insert("active".into(), self.active.into());
-        if let Some(v) = non_empty_opt(&self.title) {
+        if let Some(v) = non_empty_opt(&self.title).filter(|_| sends(PATH_TITLE)) {
             user.insert("title".into(), v.into());
         }
         let mut enterprise = Map::new();
-        if let Some(v) = non_empty_opt(&self.employee_number) {
-            enterprise.insert("employeeNumber".into(), v.into());
+        let fields = [
+            (
+                "employeeNumber",
+                PATH_EMPLOYEE_NUMBER,
+                &self.employee_number,
+            ),
+            ("department", PATH_DEPARTMENT, &self.department),
+            ("costCenter", PATH_COST_CENTER, &self.cost_center),
+            ("organization", PATH_ORGANIZATION, &self.organization),
+            ("division", PATH_DIVISION, &self.division),
+        ];
+        for (key, path, value) in fields {
+            if let Some(v) = non_empty_opt(value).filter(|_| sends(path)) {
+                enterprise.insert(key.into(), v.into());
+            }
         }
-        if let Some(v) = non_empty_opt(&self.department) {
-            enterprise.insert("department".into(), v.into());
-        }
-        if let Some(v) = non_empty_opt(&self.cost_center) {
-            enterprise.insert("costCenter".into(), v.into());
-        }
-        if let Some(v) = non_empty_opt(&self.organization) {
-            enterprise.insert("organization".into(), v.into());
-        }
-        if let Some(v) = non_empty_opt(&self.division) {
-            enterprise.insert("division".into(), v.into());
-        }
-        if let Some(v) = non_empty_opt(&self.manager) {
+        if let Some(v) = non_empty_opt(&self.manager).filter(|_| sends(PATH_MANAGER)) {
             enterprise.insert("manager".into(), manager_ref(v));
         }
         if !enterprise.is_empty() {
@@ -118,21 +184,12 @@ impl UserSpec {
             user.insert(ENTERPRISE_USER_SCHEMA.into(), Value::Object(enterprise));
         }
         user.insert("schemas".into(), Value::Array(schemas));
-        Value::Object(user)
-    }
-}
-
-impl UserSpec {
-    /// [`UserSpec::to_scim`] under an app's profile: without `externalId`
-    /// when the app does not store it.
-    pub fn to_scim_with(&self, profile: &Profile) -> Value {
-        let mut user = self.to_scim();
-        if !profile.external_id {
-            if let Some(obj) = user.as_object_mut() {
-                obj.remove("externalId");
+        for (path, value) in self.extra.iter().chain(shape.constant.iter()) {
+            if !value.is_null() {
+                shape::set_path(&mut user, path, value.clone());
             }
         }
-        user
+        Value::Object(user)
     }
 }
 
@@ -162,8 +219,15 @@ pub struct RemoteUser {
     /// `manager.value`: the manager's id in this app.
     #[serde(default)]
     pub manager: Option<String>,
+    #[serde(default)]
+    pub name_formatted: Option<String>,
     /// `meta.version`, the resource's ETag.
     pub etag: Option<String>,
+    /// The resource as the server returned it, for attributes Tenure does
+    /// not model (constants, free mappings) and as the before-image of an
+    /// adopted account. `Null` when it was not read from a server.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub raw: Value,
 }
 
 /// Looks up an attribute the way SCIM names work: case-insensitively
@@ -202,6 +266,18 @@ fn pick_email(obj: &Map<String, Value>) -> Option<String> {
     get_str(primary, "value")
 }
 
+/// The resource without its read-only `groups`, which Tenure never writes
+/// here and which can list thousands of groups: `raw` is stored with every
+/// account.
+fn without_groups(obj: &Map<String, Value>) -> Value {
+    Value::Object(
+        obj.iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("groups"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
+}
+
 impl RemoteUser {
     /// Reads a SCIM User resource. Only `id` and `userName` are required.
     pub fn from_scim(v: &Value) -> Result<Self, ScimError> {
@@ -234,7 +310,9 @@ impl RemoteUser {
                 .and_then(|e| get_ci(e, "manager"))
                 .and_then(Value::as_object)
                 .and_then(|m| get_str(m, "value")),
+            name_formatted: name.and_then(|n| get_str(n, "formatted")),
             etag: meta.and_then(|m| get_str(m, "version")),
+            raw: without_groups(obj),
             id,
         })
     }
@@ -259,7 +337,14 @@ impl RemoteUser {
             organization: self.organization.clone(),
             division: self.division.clone(),
             manager: self.manager.clone(),
+            name_formatted: self.name_formatted.clone(),
+            extra: BTreeMap::new(),
         }
+    }
+
+    /// The value of a free (unmodelled) attribute at a canonical path.
+    pub fn value_at(&self, path: &str) -> Option<&Value> {
+        shape::get_path(&self.raw, path)
     }
 }
 
@@ -283,6 +368,7 @@ mod tests {
             organization: None,
             division: Some("Labs".into()),
             manager: Some("m-1".into()),
+            ..UserSpec::default()
         }
     }
 
@@ -344,6 +430,19 @@ mod tests {
             .remove("externalId");
         assert_eq!(s.to_scim_with(&nextcloud), expected);
         assert!(s.to_scim_with(&nextcloud).get("externalId").is_none());
+    }
+
+    #[test]
+    fn raw_keeps_unmodelled_attributes_but_not_group_memberships() {
+        let v = json!({
+            "id": "u1", "userName": "ada", "userType": "Employee",
+            "name": {"formatted": "Ada L"},
+            "groups": [{"value": "g1"}, {"value": "g2"}]
+        });
+        let u = RemoteUser::from_scim(&v).expect("valid user");
+        assert_eq!(u.name_formatted.as_deref(), Some("Ada L"));
+        assert_eq!(u.value_at("userType"), Some(&json!("Employee")));
+        assert!(u.raw.get("groups").is_none());
     }
 
     #[test]

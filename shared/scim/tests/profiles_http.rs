@@ -7,12 +7,12 @@ mod recorder;
 
 use std::time::Duration;
 
-use recorder::{spc, Listing, Recorded, Recorder};
+use recorder::{spc, GroupsMode, Listing, Recorded, Recorder};
 use serde_json::{json, Value};
 use tenure_scim::profile::FALLBACK_CAPS;
 use tenure_scim::{
-    builtin, diff_with, if_match, Auth, Capabilities, CapabilityCache, Desired, Op, PatchOp,
-    Profile, RemoteUser, ScimClient, ScimError, UserSpec,
+    builtin, diff_group, diff_with, group_if_match, if_match, Auth, Capabilities, CapabilityCache,
+    Desired, GroupOp, GroupSpec, Op, PatchOp, Profile, RemoteUser, ScimClient, ScimError, UserSpec,
 };
 
 const CORE: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -329,6 +329,25 @@ async fn nextcloud_never_sends_or_filters_on_external_id() {
         assert!(!body.contains("externalId"), "{r:?}");
     }
 
+    // Bodies go as application/json (older releases take nothing else).
+    let server = Recorder::start(None).await;
+    let json_client = ScimClient::for_profile(
+        &server.base_url,
+        basic(),
+        Duration::from_secs(5),
+        &nextcloud,
+    )
+    .expect("client");
+    json_client
+        .create_user_with(&spec(), &nextcloud)
+        .await
+        .expect("create");
+    assert_eq!(server.log(), vec![post(false, "Basic")]);
+    assert_eq!(
+        server.content_types(),
+        vec![Some("application/json".to_string())]
+    );
+
     // Asking for it anyway is refused before anything is sent.
     let server = Recorder::start(None).await;
     let client = client(&server, basic());
@@ -347,6 +366,158 @@ async fn nextcloud_never_sends_or_filters_on_external_id() {
         .expect_err("no externalId patches");
     assert!(matches!(err, ScimError::Config(_)));
     assert!(server.log().is_empty());
+}
+
+const CORE_GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+
+fn group_spec(name: &str, members: &[&str]) -> GroupSpec {
+    GroupSpec {
+        display_name: name.into(),
+        external_id: Some("G-1".into()),
+        members: members.iter().map(|m| (*m).to_owned()).collect(),
+    }
+}
+
+/// Nextcloud's scimserviceprovider: groups are created with POST, changed
+/// only with PUT and the full member list (its routes have no PATCH), the
+/// id is the URL-encoded displayName, bodies go as `application/json`, and
+/// the `admin` group is never updated or deleted.
+#[tokio::test]
+async fn nextcloud_creates_groups_and_changes_them_by_put_as_json() {
+    let nextcloud = profile("nextcloud");
+    let server = Recorder::start(Some(spc(true, true, true))).await;
+    server.set_groups_mode(GroupsMode::Nextcloud);
+    let admin = server.seed_group("admin", &["root"]);
+    let client = ScimClient::for_profile(
+        &server.base_url,
+        basic(),
+        Duration::from_secs(5),
+        &nextcloud,
+    )
+    .expect("client");
+    let (found, _) = client.discover(&nextcloud).await.expect("discover");
+    let caps = found.caps;
+    assert!(
+        caps.patch,
+        "discovery says PATCH; the profile still PUTs groups"
+    );
+
+    let want = group_spec("Sales Team", &["ada"]);
+    let missing = client.find_group("Sales Team").await.expect("lookup").value;
+    let create = diff_group(&want, missing.as_ref(), caps, &nextcloud, 10);
+    assert!(
+        matches!(create.as_slice(), [GroupOp::Create(_)]),
+        "{create:?}"
+    );
+    let created = client
+        .execute_group(&create[0], &nextcloud, None)
+        .await
+        .expect("create")
+        .value
+        .expect("created group");
+    assert_eq!(created.id, "Sales+Team", "the id is the URL-encoded name");
+
+    // Bob joins, Ada leaves: one PUT with the whole member list.
+    let moved = group_spec("Sales Team", &["bob"]);
+    let update = diff_group(&moved, Some(&created), caps, &nextcloud, 10);
+    assert!(
+        matches!(update.as_slice(), [GroupOp::Replace { .. }]),
+        "{update:?}"
+    );
+    let updated = client
+        .execute_group(&update[0], &nextcloud, group_if_match(caps, Some(&created)))
+        .await
+        .expect("put")
+        .value
+        .expect("group");
+    assert_eq!(updated.members, ["bob".to_string()].into_iter().collect());
+
+    assert_eq!(
+        server.log(),
+        vec![
+            get_spc("Basic"),
+            req(
+                "GET",
+                "/Groups?filter=displayName eq \"Sales Team\"",
+                None,
+                "Basic",
+                None
+            ),
+            req(
+                "POST",
+                "/Groups",
+                None,
+                "Basic",
+                Some(json!({
+                    "schemas": [CORE_GROUP], "displayName": "Sales Team",
+                    "members": [{"value": "ada"}],
+                })),
+            ),
+            req(
+                // The recorder decodes `+` as a space; the raw target below
+                // shows the id went as sent.
+                "PUT",
+                "/Groups/Sales Team",
+                V1,
+                "Basic",
+                Some(json!({
+                    "schemas": [CORE_GROUP], "id": "Sales+Team", "displayName": "Sales Team",
+                    "members": [{"value": "bob"}],
+                })),
+            ),
+        ]
+    );
+    assert_eq!(server.raw_targets()[3], "/Groups/Sales+Team");
+    // Every body went as application/json, which older releases require.
+    let types = server.content_types();
+    assert_eq!(types[2].as_deref(), Some("application/json"));
+    assert_eq!(types[3].as_deref(), Some("application/json"));
+
+    // A PATCH of a group is refused before it is sent, and so is any change
+    // to `admin`, by id or by name.
+    let patch = GroupOp::AddMembers {
+        id: created.id.clone(),
+        members: vec!["cy".into()],
+    };
+    for op in [
+        patch,
+        GroupOp::Delete { id: admin.clone() },
+        GroupOp::Replace {
+            id: admin.clone(),
+            spec: group_spec("admin", &[]),
+        },
+        GroupOp::Rename {
+            id: "x".into(),
+            display_name: "admin".into(),
+        },
+    ] {
+        let err = client
+            .execute_group(&op, &nextcloud, None)
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, ScimError::Config(_)), "{op:?}: {err}");
+    }
+    assert_eq!(server.log().len(), 4, "nothing more was sent");
+    assert_eq!(
+        server.group(&admin).expect("admin")["members"],
+        json!([{"value": "root"}])
+    );
+
+    // An id with reserved characters is percent-encoded once more as a path
+    // segment and reaches the same group.
+    let odd = server.seed_group("R&D / Ops", &[]);
+    assert_eq!(odd, "R%26D+%2F+Ops");
+    let got = client
+        .get_group(&odd)
+        .await
+        .expect("get")
+        .value
+        .expect("found");
+    assert_eq!(got.display_name, "R&D / Ops");
+    assert_eq!(
+        server.raw_targets().last().map(String::as_str),
+        Some("/Groups/R%2526D+%252F+Ops")
+    );
 }
 
 #[tokio::test]
@@ -534,7 +705,7 @@ fn paths(records: &[tenure_scim::CallRecord]) -> Vec<String> {
 async fn list_pages_honest_server() {
     let (_server, client) = seeded(5).await;
     let page = client.list_users(3, 2).await.expect("page").value;
-    assert_eq!(page.total_results, 5);
+    assert_eq!(page.total_results, Some(5));
     assert_eq!(page.start_index, 3);
     let names: Vec<&str> = page.items.iter().map(|u| u.user_name.as_str()).collect();
     assert_eq!(names, ["user2", "user3"]);
@@ -610,6 +781,78 @@ async fn list_caps_the_number_of_pages() {
     assert_eq!(server.log().len(), 3);
 }
 
+#[tokio::test]
+async fn list_drops_count_for_good_when_the_server_fails_on_it() {
+    let (server, client) = seeded(5).await;
+    server.set_listing(Listing::FailsOnCount);
+    let (users, records) = client.list_all_users(100).await.expect("all");
+    assert_eq!(users.len(), 5);
+    assert_eq!(
+        paths(&records),
+        [
+            "/Users?startIndex=1",
+            "/Users?startIndex=3",
+            "/Users?startIndex=5"
+        ]
+    );
+    let sent: Vec<String> = server.log().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        sent[0], "/Users?startIndex=1&count=100",
+        "tried once with count"
+    );
+    assert_eq!(sent.iter().filter(|p| p.contains("count=")).count(), 1);
+    assert_eq!(client.learned().paging, tenure_scim::Paging::StartIndexOnly);
+    let lessons = client.take_lessons();
+    assert_eq!(lessons.len(), 1);
+    assert!(lessons[0].reason.contains("HTTP 500"), "{lessons:?}");
+    // Learned once: the next listing never sends count.
+    server.clear_log();
+    client.list_all_users(100).await.expect("again");
+    assert!(server.log().iter().all(|r| !r.path.contains("count=")));
+    assert!(client.take_lessons().is_empty());
+}
+
+#[tokio::test]
+async fn list_without_total_results_ends_on_an_empty_page() {
+    let (server, client) = seeded(5).await;
+    server.set_listing(Listing::NoTotal);
+    let page = client.list_users(1, 2).await.expect("page").value;
+    assert_eq!(page.total_results, None);
+    let (users, records) = client.list_all_users(2).await.expect("all");
+    assert_eq!(users.len(), 5);
+    assert_eq!(records.len(), 4, "the fourth page is empty");
+    // A server that ignores startIndex and says no total answers the same
+    // page again: that ends the listing instead of failing it.
+    server.set_listing(Listing::IgnoresCount);
+    let (users, _) = client.list_all_users(2).await.expect("all");
+    assert_eq!(users.len(), 5);
+}
+
+#[tokio::test]
+async fn a_lookup_the_server_does_not_filter_matches_here_and_scans_past_the_first_page() {
+    let (server, client) = seeded(0).await;
+    for i in 0..3 {
+        server.seed(&format!("other{i}"));
+    }
+    let ada = server.seed("ada");
+    // Every list holds everyone, two at a time: Ada is on the second page.
+    server.set_listing(Listing::IgnoresFilter);
+    let found = client
+        .find_user("userName", "ADA")
+        .await
+        .expect("lookup")
+        .value
+        .expect("found beyond the first page");
+    assert_eq!(found.id, ada);
+    assert!(client.learned().filter_ignored);
+    let none = client
+        .find_user("userName", "nobody")
+        .await
+        .expect("lookup")
+        .value;
+    assert_eq!(none, None, "no stranger is taken for a match");
+}
+
 // ---- discovery cache ----
 
 #[tokio::test]
@@ -654,4 +897,127 @@ async fn capabilities_are_cached_for_the_ttl() {
     assert_eq!(caps.discovered, None);
     assert_eq!(caps.caps, gitlab.assumed);
     assert_eq!(server.log().len(), 2);
+}
+
+/// A generic profile shaped for a server that requires `name.formatted`,
+/// refuses `emails[].type`/`primary` and wants a constant `userType` and an
+/// extension attribute: the create carries exactly the shaped body (the one
+/// `planned_request` shows), and because only what is sent is compared, the
+/// next diff against the stored account is empty and a retitle patches only
+/// the title.
+#[tokio::test]
+async fn a_shaped_profile_sends_exactly_the_shaped_body_and_then_nothing_more() {
+    const EXT: &str = "urn:acme:params:scim:schemas:extension:acme:1.0:User";
+    let shape: tenure_scim::ShapeOverride = serde_json::from_value(json!({
+        "name_formatted": true,
+        "omit": ["emails.type", "emails.primary"],
+        "constant": {"userType": "Employee", (format!("{EXT}:plan")): {"tier": "gold"}},
+    }))
+    .expect("shape");
+    let profile = Profile {
+        shape: Profile::generic().shape.overridden(&shape).expect("valid"),
+        ..Profile::generic()
+    };
+    let server = Recorder::start(Some(spc(true, true, true))).await;
+    let client = client(&server, bearer());
+    let want = spec();
+    let create = only(diff_with(
+        &Desired::Present(want.clone()),
+        None,
+        ALL,
+        &profile,
+    ));
+    let created = client
+        .execute_with(&create, &profile, None)
+        .await
+        .expect("create")
+        .value
+        .expect("created user");
+    let expected_body = json!({
+        "schemas": [CORE, EXT],
+        "userName": "ada",
+        "externalId": "E-1",
+        "name": {"givenName": "Ada", "familyName": "Lovelace", "formatted": "Ada Lovelace"},
+        "displayName": "Ada Lovelace",
+        "emails": [{"value": "ada@example.com"}],
+        "active": true,
+        "title": "Engineer",
+        "userType": "Employee",
+        EXT: {"plan": {"tier": "gold"}},
+    });
+    assert_eq!(
+        tenure_scim::planned_request(&create, &profile),
+        ("POST", "/Users".to_owned(), Some(expected_body.clone())),
+        "the plan shows the body that is sent"
+    );
+    assert!(
+        diff_with(
+            &Desired::Present(want.clone()),
+            Some(&created),
+            ALL,
+            &profile
+        )
+        .is_empty(),
+        "the shaped account reads back in sync"
+    );
+    let moved = UserSpec {
+        title: Some("Staff Engineer".into()),
+        ..want
+    };
+    let update = only(diff_with(
+        &Desired::Present(moved),
+        Some(&created),
+        ALL,
+        &profile,
+    ));
+    client
+        .execute_with(&update, &profile, if_match(ALL, Some(&created)))
+        .await
+        .expect("update");
+    assert_eq!(
+        server.log(),
+        vec![
+            req("POST", "/Users", None, "Bearer", Some(expected_body)),
+            patch_title(V1, "Bearer"),
+        ]
+    );
+}
+
+/// Group constants of the shape go into a group's create, and nothing of the
+/// User shape does.
+#[tokio::test]
+async fn group_constants_reach_the_group_create() {
+    const EXT: &str = "urn:acme:params:scim:schemas:extension:acme:1.0:Group";
+    let shape: tenure_scim::ShapeOverride = serde_json::from_value(json!({
+        "omit": ["emails.type"],
+        "constant": {"userType": "Employee"},
+        "group": {"constant": {(format!("{EXT}:kind")): "department"}},
+    }))
+    .expect("shape");
+    let profile = Profile {
+        shape: Profile::generic().shape.overridden(&shape).expect("valid"),
+        ..Profile::generic()
+    };
+    let server = Recorder::start(Some(spc(true, true, true))).await;
+    let client = client(&server, bearer());
+    let spec = tenure_scim::GroupSpec {
+        display_name: "Engineering".into(),
+        external_id: None,
+        members: Default::default(),
+    };
+    client
+        .create_group(&spec, &profile)
+        .await
+        .expect("create group");
+    let log = server.log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        log[0].body,
+        Some(json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group", EXT],
+            "displayName": "Engineering",
+            "members": [],
+            EXT: {"kind": "department"},
+        }))
+    );
 }

@@ -244,3 +244,38 @@ async fn patch_204_and_rate_limit_date() {
     assert_eq!(patched.record.remote_id.as_deref(), Some("u1"));
     assert_eq!(failures, 1);
 }
+
+/// A proxy's 20 KB HTML error page reaches the error, the audit record and
+/// the logs as its title only; a SCIM 400 that names the refused attribute
+/// is reported with that attribute.
+#[tokio::test]
+async fn html_error_pages_are_cut_to_their_title_and_refused_attributes_named() {
+    let page: &'static str = Box::leak(
+        format!(
+            "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>{}</body></html>",
+            "<p>upstream trace line</p>".repeat(800)
+        )
+        .into_boxed_str(),
+    );
+    assert!(page.len() > 20_000);
+    let (base, _) = scripted_server(vec![reply("502 Bad Gateway", "", page)]).await;
+    let client = client(&base, Duration::from_secs(5));
+    let err = client.get_user("u1").await.expect_err("502");
+    let record = err.record().expect("record").error.clone().expect("error");
+    assert_eq!(record, "HTTP 502: HTML error page: 502 Bad Gateway");
+    assert!(err.to_string().len() < 200, "{err}");
+
+    const REFUSED: &str = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"400","scimType":"invalidValue","detail":"Attribute 'name.formatted' is required"}"#;
+    let (base, _) = scripted_server(vec![reply("400 Bad Request", "", REFUSED)]).await;
+    let client = self::client(&base, Duration::from_secs(5));
+    let err = client.create_user(&spec()).await.expect_err("400");
+    assert_eq!(err.refused_attribute().as_deref(), Some("name.formatted"));
+    // Not JSON at all: tolerated, nothing named.
+    let (base, _) = scripted_server(vec![reply("400 Bad Request", "", "nope")]).await;
+    let err = self::client(&base, Duration::from_secs(5))
+        .create_user(&spec())
+        .await
+        .expect_err("400");
+    assert_eq!(err.refused_attribute(), None);
+    assert!(err.to_string().contains("nope"), "{err}");
+}

@@ -277,3 +277,62 @@ async fn server_without_patch_updates_groups_by_put() {
     want.members.clear();
     assert!(diff_group(&want, Some(&after), caps, &no_put, 1).is_empty());
 }
+
+/// Which member-removal forms scim2-server (RFC-strict) takes: the
+/// `members[value eq …]` path filter and a `replace` of the member list,
+/// not the value list Authentik and Entra send. Tenure's fallback order
+/// ends at a form it takes either way.
+#[tokio::test]
+async fn removal_forms_against_scim2_server() {
+    use tenure_scim::{diff_group_with, RemoveForm};
+    let server = ScimServer::start();
+    let client = server.client();
+    let profile = Profile::generic();
+    let ids = users(&client, 3).await;
+    let want = GroupSpec {
+        display_name: "Ops".into(),
+        external_id: None,
+        members: set(&ids),
+    };
+    let created = client
+        .execute_group(&GroupOp::Create(want.clone()), &profile, None)
+        .await
+        .expect("create")
+        .value
+        .expect("group");
+    let fewer = GroupSpec {
+        members: set(&ids[1..]),
+        ..want.clone()
+    };
+    let value_list = diff_group_with(
+        &fewer,
+        Some(&created),
+        CAPS,
+        &profile,
+        10,
+        RemoveForm::ValueList,
+    );
+    assert!(matches!(
+        value_list.as_slice(),
+        [GroupOp::RemoveMemberValues { .. }]
+    ));
+    let err = client
+        .execute_group(&value_list[0], &profile, None)
+        .await
+        .expect_err("scim2-server refuses a value list");
+    assert_eq!(err.status(), Some(400), "{err}");
+    let replace = diff_group_with(
+        &fewer,
+        Some(&created),
+        CAPS,
+        &profile,
+        10,
+        RemoveForm::ReplaceMembers,
+    );
+    assert!(matches!(
+        replace.as_slice(),
+        [GroupOp::ReplaceMembers { .. }]
+    ));
+    let (after, _) = run(&client, &replace, &profile, CAPS, Some(created)).await;
+    assert_eq!(after.expect("group").members, set(&ids[1..]));
+}

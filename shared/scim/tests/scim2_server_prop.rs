@@ -49,6 +49,7 @@ fn any_spec() -> impl Strategy<Value = UserSpec> {
                 organization,
                 division,
                 manager,
+                ..UserSpec::default()
             },
         )
 }

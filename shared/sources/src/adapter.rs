@@ -313,6 +313,12 @@ impl Adapter {
         self.mapping.resolve(self.kind).map_err(AdapterError::from)
     }
 
+    /// Whether a webhook secret is configured, i.e. whether requests can be
+    /// authenticated at all (without one they are kept for replay).
+    pub fn has_secret(&self) -> bool {
+        self.secret.as_deref().is_some_and(|s| !s.is_empty())
+    }
+
     /// The webhook secret, or the configuration error that quarantines the
     /// payload until one is set (it can then be replayed).
     pub(crate) fn secret(&self) -> Result<&[u8], AdapterError> {

@@ -1,8 +1,9 @@
 //! The generic webhook: Tenure's own documented format (docs/api.md,
 //! ADR 0009). The body is one `SourceRecord` as JSON, signed with
-//! `X-Tenure-Signature: v1=<hex HMAC-SHA256(secret, "<ts>.<body>")>` over
-//! `X-Tenure-Timestamp`. No field mapping applies, except that the
-//! mapping's `time_zone` fills in a record that has none.
+//! `X-Tenure-Signature: v2=<hex HMAC-SHA256(secret, "v2:<ts>:<delivery>:<body>")>`
+//! over `X-Tenure-Timestamp` and `X-Tenure-Delivery` (or the deprecated
+//! `v1=` over timestamp and body only, ADR 0021). No field mapping applies,
+//! except that the mapping's `time_zone` fills in a record that has none.
 
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
@@ -10,7 +11,7 @@ use tenure_domain::record::ParseError;
 use tenure_domain::SourceRecord;
 
 use crate::adapter::{header, Adapter, AdapterError, Outcome};
-use crate::signature::{verify_generic, H_TENURE_SIGNATURE, H_TENURE_TIMESTAMP};
+use crate::signature::{verify_generic, H_TENURE_DELIVERY, H_TENURE_SIGNATURE, H_TENURE_TIMESTAMP};
 
 pub(crate) fn handle(
     adapter: &Adapter,
@@ -24,6 +25,7 @@ pub(crate) fn handle(
         secret,
         header(headers, H_TENURE_TIMESTAMP),
         header(headers, H_TENURE_SIGNATURE),
+        header(headers, H_TENURE_DELIVERY),
         body,
         now,
         max_skew_secs,

@@ -5,7 +5,7 @@
 //!
 //! | vendor | authenticates with | webhook gives |
 //! |---|---|---|
-//! | generic | `X-Tenure-Signature` HMAC-SHA256 over `ts.body`, skew window | the record |
+//! | generic | `X-Tenure-Signature` HMAC-SHA256 over `v2:ts:delivery:body` (deprecated v1: `ts.body`), skew window | the record |
 //! | BambooHR | `X-BambooHR-Signature` HMAC-SHA256 over `body ‖ ts`, skew window | field hooks: records; event hooks: fetch |
 //! | HiBob | `Bob-Signature` base64 HMAC-SHA512 | fetch |
 //! | Personio | shared secret (bearer or `X-Tenure-Token`) | fetch |

@@ -99,14 +99,27 @@ pub enum GenericSignatureError {
         "timestamp is {skew_secs} s away from the server clock; resend with a fresh timestamp"
     )]
     Stale { skew_secs: i64 },
-    #[error("header X-Tenure-Signature is missing (expected v1=<hex>)")]
+    #[error("header X-Tenure-Signature is missing (expected v2=<hex>)")]
     MissingSignature,
     #[error("signature does not match the body")]
     Mismatch,
+    #[error("signature does not match the timestamp, delivery id and body (v2)")]
+    MismatchV2,
 }
 
-/// The value a sender puts in `X-Tenure-Signature`:
-/// `v1=<hex HMAC-SHA256(secret, "<timestamp>.<raw body>")>`.
+/// Which scheme authenticated a generic request (ADR 0021).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureVersion {
+    /// `v1=`: covers timestamp and body, not the delivery id. Deprecated:
+    /// a captured request can be sent again with a new `X-Tenure-Delivery`.
+    V1,
+    /// `v2=`: covers timestamp, delivery id and body.
+    V2,
+}
+
+/// The deprecated v1 value of `X-Tenure-Signature`:
+/// `v1=<hex HMAC-SHA256(secret, "<timestamp>.<raw body>")>`. It does not
+/// cover `X-Tenure-Delivery`; prefer [`sign_generic_v2`].
 pub fn sign_generic(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     let ts = timestamp.to_string();
     let tag = mac256(secret, &[ts.as_bytes(), b".", body])
@@ -115,18 +128,52 @@ pub fn sign_generic(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("v1={}", hex::encode(tag))
 }
 
+fn v2_mac(secret: &[u8], ts: &str, delivery: &str, body: &[u8]) -> HmacSha256 {
+    mac256(
+        secret,
+        &[b"v2:", ts.as_bytes(), b":", delivery.as_bytes(), b":", body],
+    )
+}
+
+/// The value a sender puts in `X-Tenure-Signature`:
+/// `v2=<hex HMAC-SHA256(secret, "v2:<timestamp>:<delivery id>:<raw body>")>`,
+/// where the delivery id is the `X-Tenure-Delivery` header as sent (empty
+/// when the request has none).
+pub fn sign_generic_v2(secret: &[u8], timestamp: i64, delivery: &str, body: &[u8]) -> String {
+    let ts = timestamp.to_string();
+    let tag = v2_mac(secret, &ts, delivery.trim(), body)
+        .finalize()
+        .into_bytes();
+    format!("v2={}", hex::encode(tag))
+}
+
+/// The scheme a signature header claims: v2 when it carries any `v2=`
+/// tag (then v1 tags in it are ignored, so removing the v2 tag is the only
+/// way to fall back to v1, and [`verify_generic`] reports that as V1).
+pub fn generic_version(signature: Option<&str>) -> SignatureVersion {
+    let has_v2 = signature.is_some_and(|s| s.split(',').any(|p| p.trim().starts_with("v2=")));
+    if has_v2 {
+        SignatureVersion::V2
+    } else {
+        SignatureVersion::V1
+    }
+}
+
 /// Checks the timestamp window, then each comma-separated tag in constant
 /// time; any matching tag suffices, so a sender can sign with the old and
-/// the new secret while rotating. Tags are `v1=<hex>` as documented
-/// (docs/api.md); `sha256=<hex>` is accepted as a synonym.
+/// the new secret while rotating. When the header has `v2=` tags only they
+/// count (over timestamp, `delivery` and body); otherwise `v1=<hex>` tags
+/// over timestamp and body (`sha256=<hex>` is a synonym of `v1=`).
+/// `delivery` is the `X-Tenure-Delivery` header, `None` when absent.
 pub fn verify_generic(
     secret: &[u8],
     timestamp: Option<&str>,
     signature: Option<&str>,
+    delivery: Option<&str>,
     body: &[u8],
     now: DateTime<Utc>,
     max_skew_secs: u64,
-) -> Result<(), GenericSignatureError> {
+) -> Result<SignatureVersion, GenericSignatureError> {
     let ts = timestamp
         .ok_or(GenericSignatureError::MissingTimestamp)?
         .trim();
@@ -138,19 +185,26 @@ pub fn verify_generic(
         return Err(GenericSignatureError::Stale { skew_secs: skew });
     }
     let sig = signature.ok_or(GenericSignatureError::MissingSignature)?;
-    let expected = mac256(secret, &[ts.as_bytes(), b".", body]);
+    let version = generic_version(Some(sig));
+    let expected = match version {
+        SignatureVersion::V2 => v2_mac(secret, ts, delivery.unwrap_or("").trim(), body),
+        SignatureVersion::V1 => mac256(secret, &[ts.as_bytes(), b".", body]),
+    };
     let ok = sig
         .split(',')
         .filter_map(|part| {
             let p = part.trim();
-            p.strip_prefix("v1=").or_else(|| p.strip_prefix("sha256="))
+            match version {
+                SignatureVersion::V2 => p.strip_prefix("v2="),
+                SignatureVersion::V1 => p.strip_prefix("v1=").or_else(|| p.strip_prefix("sha256=")),
+            }
         })
         .filter_map(|h| hex::decode(h.trim()).ok())
         .any(|tag| expected.clone().verify_slice(&tag).is_ok());
-    if ok {
-        Ok(())
-    } else {
-        Err(GenericSignatureError::Mismatch)
+    match (ok, version) {
+        (true, v) => Ok(v),
+        (false, SignatureVersion::V2) => Err(GenericSignatureError::MismatchV2),
+        (false, SignatureVersion::V1) => Err(GenericSignatureError::Mismatch),
     }
 }
 
@@ -196,47 +250,47 @@ mod tests {
         let sig = sign_generic(b"k", ts, body);
         let t = ts.to_string();
         assert_eq!(
-            verify_generic(b"k", Some(&t), Some(&sig), body, now, 300),
-            Ok(())
+            verify_generic(b"k", Some(&t), Some(&sig), None, body, now, 300),
+            Ok(SignatureVersion::V1)
         );
         assert_eq!(
-            verify_generic(b"other", Some(&t), Some(&sig), body, now, 300),
+            verify_generic(b"other", Some(&t), Some(&sig), None, body, now, 300),
             Err(GenericSignatureError::Mismatch)
         );
         assert_eq!(
-            verify_generic(b"k", Some(&t), Some(&sig), b"{\"a\":2}", now, 300),
+            verify_generic(b"k", Some(&t), Some(&sig), None, b"{\"a\":2}", now, 300),
             Err(GenericSignatureError::Mismatch)
         );
         let rotated = format!("v1=00ff, {sig}");
         assert_eq!(
-            verify_generic(b"k", Some(&t), Some(&rotated), body, now, 300),
-            Ok(())
+            verify_generic(b"k", Some(&t), Some(&rotated), None, body, now, 300),
+            Ok(SignatureVersion::V1)
         );
         let sha_prefixed = sig.replacen("v1=", "sha256=", 1);
         assert_eq!(
-            verify_generic(b"k", Some(&t), Some(&sha_prefixed), body, now, 300),
-            Ok(())
+            verify_generic(b"k", Some(&t), Some(&sha_prefixed), None, body, now, 300),
+            Ok(SignatureVersion::V1)
         );
         let old = (ts - 301).to_string();
         let old_sig = sign_generic(b"k", ts - 301, body);
         assert!(matches!(
-            verify_generic(b"k", Some(&old), Some(&old_sig), body, now, 300),
+            verify_generic(b"k", Some(&old), Some(&old_sig), None, body, now, 300),
             Err(GenericSignatureError::Stale { .. })
         ));
         assert_eq!(
-            verify_generic(b"k", None, Some(&sig), body, now, 300),
+            verify_generic(b"k", None, Some(&sig), None, body, now, 300),
             Err(GenericSignatureError::MissingTimestamp)
         );
         assert_eq!(
-            verify_generic(b"k", Some("yesterday"), Some(&sig), body, now, 300),
+            verify_generic(b"k", Some("yesterday"), Some(&sig), None, body, now, 300),
             Err(GenericSignatureError::BadTimestamp)
         );
         assert_eq!(
-            verify_generic(b"k", Some(&t), None, body, now, 300),
+            verify_generic(b"k", Some(&t), None, None, body, now, 300),
             Err(GenericSignatureError::MissingSignature)
         );
         assert_eq!(
-            verify_generic(b"k", Some(&t), Some("v1=zz"), body, now, 300),
+            verify_generic(b"k", Some(&t), Some("v1=zz"), None, body, now, 300),
             Err(GenericSignatureError::Mismatch)
         );
         assert!(matches!(
@@ -244,12 +298,52 @@ mod tests {
                 b"k",
                 Some(&i64::MIN.to_string()),
                 Some(&sig),
+                None,
                 body,
                 now,
                 300
             ),
             Err(GenericSignatureError::Stale { .. })
         ));
+    }
+
+    #[test]
+    fn v2_covers_the_delivery_id_and_cannot_be_downgraded() {
+        let now = Utc::now();
+        let ts = now.timestamp();
+        let t = ts.to_string();
+        let body = br#"{"a":1}"#;
+        let v2 = sign_generic_v2(b"k", ts, "d-1", body);
+        let verify = |sig: &str, delivery: Option<&str>| {
+            verify_generic(b"k", Some(&t), Some(sig), delivery, body, now, 300)
+        };
+        assert_eq!(verify(&v2, Some("d-1")), Ok(SignatureVersion::V2));
+        assert_eq!(verify(&v2, Some(" d-1 ")), Ok(SignatureVersion::V2));
+        assert_eq!(
+            verify(&v2, Some("d-2")),
+            Err(GenericSignatureError::MismatchV2)
+        );
+        assert_eq!(verify(&v2, None), Err(GenericSignatureError::MismatchV2));
+        // No delivery header signs the empty id, and adding one breaks it.
+        let none = sign_generic_v2(b"k", ts, "", body);
+        assert_eq!(verify(&none, None), Ok(SignatureVersion::V2));
+        assert_eq!(
+            verify(&none, Some("x")),
+            Err(GenericSignatureError::MismatchV2)
+        );
+        // A valid v1 tag beside a v2 tag that no longer matches does not
+        // rescue the request: v2 present means v2 only.
+        let both = format!("{v2},{}", sign_generic(b"k", ts, body));
+        assert_eq!(
+            verify(&both, Some("d-2")),
+            Err(GenericSignatureError::MismatchV2)
+        );
+        assert_eq!(generic_version(Some(&both)), SignatureVersion::V2);
+        assert_eq!(
+            generic_version(Some(&sign_generic(b"k", ts, body))),
+            SignatureVersion::V1
+        );
+        assert_eq!(generic_version(None), SignatureVersion::V1);
     }
 
     #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use chrono::Duration;
 use common::*;
-use tenure_sources::signature::sign_generic;
+use tenure_sources::signature::{sign_generic, sign_generic_v2};
 use tenure_sources::{ErrorKind, Kind};
 
 const SECRET: &str = "generic-secret-0a1b";
@@ -123,4 +123,43 @@ fn delivery_id_comes_from_the_header_when_it_is_clean() {
         None
     );
     assert_eq!(a.delivery_id(&headers(&[]), &body), None);
+}
+
+#[test]
+fn v2_signs_the_delivery_id_so_a_new_one_is_refused() {
+    let now = at("2026-02-16T14:05:30Z");
+    let body = fixture("generic/record_hire.json");
+    let ts = now.timestamp();
+    let a = adapter(Kind::Generic, "", Some(SECRET));
+    let sig = sign_generic_v2(SECRET.as_bytes(), ts, "hr-42:7", &body);
+    let with = |delivery: &str| {
+        headers(&[
+            ("X-Tenure-Timestamp", &ts.to_string()),
+            ("X-Tenure-Signature", &sig),
+            ("X-Tenure-Delivery", delivery),
+        ])
+    };
+    one_record(a.handle(&with("hr-42:7"), &body, now, 300));
+    let e = error(
+        a.handle(&with("hr-42:8"), &body, now, 300),
+        ErrorKind::Unauthorized,
+    );
+    assert!(e.message.contains("delivery id"), "{e}");
+}
+
+#[test]
+fn trailing_bytes_after_the_record_are_malformed() {
+    let now = at("2026-02-16T14:05:30Z");
+    let a = adapter(Kind::Generic, "", Some(SECRET));
+    let mut body = fixture("generic/record_hire.json");
+    body.extend_from_slice(b"xyz");
+    let e = error(
+        a.handle(&signed(&body, now.timestamp()), &body, now, 300),
+        ErrorKind::Malformed,
+    );
+    assert!(e.message.contains("trailing"), "{e}");
+    // Trailing whitespace is still one JSON document.
+    let mut body = fixture("generic/record_hire.json");
+    body.extend_from_slice(b"\n\n");
+    one_record(a.handle(&signed(&body, now.timestamp()), &body, now, 300));
 }

@@ -22,6 +22,10 @@ pub enum StoreError {
     /// processed.
     #[error("duplicate event id while appending to stream {stream}")]
     DuplicateEventId { stream: String },
+    /// PostgreSQL has no room for the connections this process is
+    /// configured to open.
+    #[error("{0}")]
+    ConnectionBudget(String),
     /// The role name cannot be used with `SET ROLE`.
     #[error("invalid role name {0:?}")]
     InvalidRole(String),

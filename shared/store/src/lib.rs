@@ -12,6 +12,7 @@ pub mod append;
 pub mod canonical;
 pub mod chain;
 pub mod db;
+pub mod dead_letters;
 pub mod error;
 pub mod event;
 pub mod periodic;
@@ -19,11 +20,12 @@ pub mod read;
 pub mod verify;
 
 pub use append::{append, stream_version};
-pub use db::{connect, migrate, MIGRATOR};
+pub use db::{connect, ensure_room, migrate, MIGRATOR};
+pub use dead_letters::OpenDeadLetter;
 pub use error::StoreError;
 pub use event::{ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent};
 pub use periodic::claim_periodic;
-pub use read::{person_timeline, read_all, read_stream};
+pub use read::{person_timeline, read_all, read_stream, read_stream_after};
 pub use verify::{verify, ChainProblem, ChainProblemKind, VerifyReport};
 
 /// Re-exported so dependants name the same sqlx types (pool, connection).

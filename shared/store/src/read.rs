@@ -17,6 +17,24 @@ pub async fn read_stream<'e>(
     rows.iter().map(decode_row).collect()
 }
 
+/// The events of a stream after `after_version`, ordered by version: the
+/// tail a reader folds onto a snapshot taken at that version.
+pub async fn read_stream_after<'e>(
+    executor: impl PgExecutor<'e>,
+    stream_id: &str,
+    after_version: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(stream_id)
+        .bind(after_version)
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(decode_row).collect()
+}
+
 /// Up to `limit` events after `after` in global order
 /// `(transaction_id, global_position)`.
 ///

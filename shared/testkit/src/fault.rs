@@ -19,6 +19,9 @@ pub enum Fault {
     Delay(Duration),
     /// Answer this status to requests of this method, pass the others.
     StatusFor(String, u16),
+    /// Pass the request to the server, then close the connection without
+    /// the answer: the change is applied, the client never learns it.
+    LoseResponse,
 }
 
 #[derive(Default)]
@@ -177,8 +180,9 @@ async fn serve(
             return Ok(());
         }
         Fault::Delay(d) => tokio::time::sleep(d).await,
-        Fault::Pass | Fault::StatusFor(..) => {}
+        Fault::Pass | Fault::StatusFor(..) | Fault::LoseResponse => {}
     }
+    let lose = fault == Fault::LoseResponse;
     let mut up = TcpStream::connect(("127.0.0.1", upstream)).await?;
     up.write_all(&request).await?;
     let mut response = Vec::new();
@@ -187,6 +191,10 @@ async fn serve(
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok());
+    if lose {
+        record(None);
+        return Ok(());
+    }
     record(status);
     conn.write_all(&response).await?;
     Ok(())

@@ -163,5 +163,6 @@ pub fn spec(user_name: &str, external_id: &str) -> UserSpec {
         organization: Some("Analytical Engines".into()),
         division: Some("Computing".into()),
         manager: Some("babbage-id".into()),
+        ..UserSpec::default()
     }
 }

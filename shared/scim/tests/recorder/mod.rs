@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub const BASE_PATH: &str = "/app/v2";
 const CORE_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const CORE_GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recorded {
@@ -38,6 +39,23 @@ pub enum Listing {
     ReportsTotal(usize),
     /// Makes up `count` new users for every page and claims a huge total.
     Endless,
+    /// Answers 500 to a list carrying `count`; without it, pages of 2.
+    FailsOnCount,
+    /// Pages honestly but sends no `totalResults`.
+    NoTotal,
+    /// Ignores `filter` and answers pages of at most 2 users.
+    IgnoresFilter,
+}
+
+/// How `/Groups` behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupsMode {
+    /// Ids `g1`, `g2`…; PATCH applies `add`/`remove`/`replace` of members.
+    Plain,
+    /// As Nextcloud's scimserviceprovider: the id is the URL-encoded
+    /// displayName (`+` for a space), 409 for a taken name, no PATCH (405),
+    /// PUT replaces the members, and `admin` cannot be deleted (403).
+    Nextcloud,
 }
 
 struct State {
@@ -47,6 +65,14 @@ struct State {
     listing: Listing,
     log: Vec<Recorded>,
     minted: u32,
+    groups: Vec<Value>,
+    groups_mode: GroupsMode,
+    /// The `Content-Type` of each logged request, in order.
+    content_types: Vec<Option<String>>,
+    /// The request target of the request being handled, not decoded.
+    raw_target: String,
+    /// Every request target as received (relative to [`BASE_PATH`]).
+    raw_log: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -90,6 +116,11 @@ impl Recorder {
             listing: Listing::Honest,
             log: Vec::new(),
             minted: 0,
+            groups: Vec::new(),
+            groups_mode: GroupsMode::Plain,
+            content_types: Vec::new(),
+            raw_target: String::new(),
+            raw_log: Vec::new(),
         }));
         let shared = state.clone();
         tokio::spawn(async move {
@@ -112,6 +143,38 @@ impl Recorder {
 
     pub fn clear_log(&self) {
         self.state.lock().expect("lock").log.clear();
+    }
+
+    pub fn set_groups_mode(&self, mode: GroupsMode) {
+        self.state.lock().expect("lock").groups_mode = mode;
+    }
+
+    /// The `Content-Type` of every request logged, in order.
+    pub fn content_types(&self) -> Vec<Option<String>> {
+        self.state.lock().expect("lock").content_types.clone()
+    }
+
+    /// Every request target as sent, not decoded, relative to the base.
+    pub fn raw_targets(&self) -> Vec<String> {
+        self.state.lock().expect("lock").raw_log.clone()
+    }
+
+    /// A group as the server holds it.
+    pub fn group(&self, id: &str) -> Option<Value> {
+        let st = self.state.lock().expect("lock");
+        st.groups.iter().find(|g| g["id"] == id).cloned()
+    }
+
+    /// Adds a group behind the client's back (ids per [`GroupsMode`]).
+    pub fn seed_group(&self, display_name: &str, members: &[&str]) -> String {
+        let mut st = self.state.lock().expect("lock");
+        let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
+        let id = new_group_id(&mut st, display_name);
+        st.groups.push(json!({
+            "schemas": [CORE_GROUP], "id": id, "displayName": display_name, "members": members,
+            "meta": {"resourceType": "Group", "version": "W/\"1\""}
+        }));
+        id
     }
 
     pub fn set_listing(&self, listing: Listing) {
@@ -192,6 +255,10 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
     let (status, reply) = {
         let mut st = state.lock().expect("lock");
         st.log.push(rec.clone());
+        st.content_types.push(header("content-type"));
+        st.raw_target = target.strip_prefix(BASE_PATH).unwrap_or(&target).to_owned();
+        let raw = st.raw_target.clone();
+        st.raw_log.push(raw);
         handle(&mut st, &rec)
     };
     let body = reply.map(|v| v.to_string()).unwrap_or_default();
@@ -220,6 +287,8 @@ fn reason(status: u16) -> &'static str {
         200 => "200 OK",
         201 => "201 Created",
         409 => "409 Conflict",
+        403 => "403 Forbidden",
+        405 => "405 Method Not Allowed",
         413 => "413 Payload Too Large",
         204 => "204 No Content",
         400 => "400 Bad Request",
@@ -250,7 +319,13 @@ fn route(st: &mut State, rec: &Recorded) -> (u16, Option<Value>) {
             Some(doc) => (200, Some(doc.clone())),
             None => (404, error(404, "no such endpoint")),
         },
+        ("GET", ["Users"]) if st.listing == Listing::FailsOnCount && query.contains("count=") => {
+            (500, error(500, "Internal Server Error"))
+        }
         ("GET", ["Users"]) => (200, Some(list(st, query))),
+        ("GET", ["Groups"]) => (200, Some(list_groups(st, query))),
+        ("POST", ["Groups"]) => create_group(st, rec),
+        (_, ["Groups", _]) => group(st, rec),
         ("POST", ["Bulk"]) => bulk(st, rec),
         ("POST", ["Users"]) => {
             let Some(Value::Object(body)) = &rec.body else {
@@ -355,6 +430,161 @@ fn route(st: &mut State, rec: &Recorded) -> (u16, Option<Value>) {
     }
 }
 
+fn new_group_id(st: &mut State, display_name: &str) -> String {
+    match st.groups_mode {
+        GroupsMode::Nextcloud => php_urlencode(display_name),
+        GroupsMode::Plain => {
+            let id = format!("g{}", st.next_id);
+            st.next_id += 1;
+            id
+        }
+    }
+}
+
+/// PHP's `urlencode`: letters, digits and `-_.` stay, space is `+`, the
+/// rest `%XX`.
+fn php_urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Percent-decoding of one path segment (`+` stays `+`).
+fn decode_segment(s: &str) -> String {
+    decode(&s.replace('+', "%2B"))
+}
+
+fn list_groups(st: &State, query: &str) -> Value {
+    let filter = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("filter="))
+        .map(str::to_owned);
+    let groups: Vec<Value> = match filter {
+        Some(f) => {
+            let value: String = f
+                .strip_prefix("displayName eq ")
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or_default();
+            st.groups
+                .iter()
+                .filter(|g| g["displayName"] == value.as_str())
+                .cloned()
+                .collect()
+        }
+        None => st.groups.clone(),
+    };
+    json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": groups.len(), "startIndex": 1, "itemsPerPage": groups.len(),
+        "Resources": groups,
+    })
+}
+
+fn create_group(st: &mut State, rec: &Recorded) -> (u16, Option<Value>) {
+    let Some(Value::Object(body)) = &rec.body else {
+        return (400, error(400, "no body"));
+    };
+    let name = body
+        .get("displayName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if st.groups.iter().any(|g| g["displayName"] == name.as_str()) {
+        return (409, error(409, "Group exists"));
+    }
+    let id = new_group_id(st, &name);
+    let mut group = body.clone();
+    group.insert("id".into(), id.into());
+    group.insert(
+        "meta".into(),
+        json!({"resourceType": "Group", "version": "W/\"1\""}),
+    );
+    let group = Value::Object(group);
+    st.groups.push(group.clone());
+    (201, Some(group))
+}
+
+fn group(st: &mut State, rec: &Recorded) -> (u16, Option<Value>) {
+    let raw_path = st
+        .raw_target
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let id = decode_segment(
+        raw_path
+            .trim_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default(),
+    );
+    let Some(pos) = st.groups.iter().position(|g| g["id"] == id.as_str()) else {
+        return (404, error(404, "Group not found"));
+    };
+    let nextcloud = st.groups_mode == GroupsMode::Nextcloud;
+    match rec.method.as_str() {
+        "GET" => (200, Some(st.groups[pos].clone())),
+        "DELETE" if nextcloud && id == "admin" => (403, error(403, "Can't delete admin group")),
+        "DELETE" => {
+            st.groups.remove(pos);
+            (204, None)
+        }
+        "PUT" => {
+            let Some(Value::Object(body)) = &rec.body else {
+                return (400, error(400, "no body"));
+            };
+            let g = &mut st.groups[pos];
+            g["members"] = body.get("members").cloned().unwrap_or(json!([]));
+            if let Some(name) = body.get("displayName") {
+                g["displayName"] = name.clone();
+            }
+            bump(g);
+            (200, Some(g.clone()))
+        }
+        "PATCH" if nextcloud => (405, error(405, "Method Not Allowed")),
+        "PATCH" => {
+            let ops = rec
+                .body
+                .as_ref()
+                .and_then(|b| b["Operations"].as_array().cloned())
+                .unwrap_or_default();
+            let g = &mut st.groups[pos];
+            for op in ops {
+                let path = op["path"].as_str().unwrap_or_default();
+                let mut members = g["members"].as_array().cloned().unwrap_or_default();
+                match (op["op"].as_str(), path) {
+                    (Some("add"), "members") => {
+                        members.extend(op["value"].as_array().cloned().unwrap_or_default())
+                    }
+                    (Some("replace"), "members") => {
+                        members = op["value"].as_array().cloned().unwrap_or_default()
+                    }
+                    (Some("replace"), "displayName") => g["displayName"] = op["value"].clone(),
+                    (Some("remove"), p) if p.starts_with("members[value eq ") => {
+                        let v: String = serde_json::from_str(
+                            p.trim_start_matches("members[value eq ")
+                                .trim_end_matches(']'),
+                        )
+                        .unwrap_or_default();
+                        members.retain(|m| m["value"] != v.as_str());
+                    }
+                    _ => return (400, error(400, "unsupported PATCH")),
+                }
+                g["members"] = Value::Array(members);
+            }
+            bump(g);
+            (200, Some(g.clone()))
+        }
+        _ => (400, error(400, "unsupported method")),
+    }
+}
+
 /// `POST /Bulk`: each operation runs as the single request it stands for
 /// (without being logged again); the answer carries what RFC 7644 §3.7.3
 /// shows: bulkId, method, location, version and status, and the error as
@@ -414,7 +644,7 @@ fn list(st: &mut State, query: &str) -> Value {
     let resources: Vec<Value>;
     let total: usize;
     let mut start = 1usize;
-    if let Some(filter) = param("filter") {
+    if let Some(filter) = param("filter").filter(|_| st.listing != Listing::IgnoresFilter) {
         // Only `attr eq "value"`, which is all the client sends.
         let mut parts = filter.splitn(3, ' ');
         let attr = parts.next().unwrap_or_default().to_owned();
@@ -437,9 +667,17 @@ fn list(st: &mut State, query: &str) -> Value {
         start = param("startIndex")
             .and_then(|s| s.parse().ok())
             .unwrap_or(1);
-        let count: usize = param("count")
+        let server_page = if matches!(st.listing, Listing::FailsOnCount | Listing::IgnoresFilter) {
+            2
+        } else {
+            usize::MAX
+        };
+        let mut count: usize = param("count")
             .and_then(|s| s.parse().ok())
-            .unwrap_or(usize::MAX);
+            .unwrap_or(server_page);
+        if st.listing == Listing::IgnoresFilter {
+            count = count.min(2);
+        }
         let from = start.max(1) - 1;
         if st.listing == Listing::Endless {
             let mut made = Vec::new();
@@ -459,17 +697,28 @@ fn list(st: &mut State, query: &str) -> Value {
                     (all.iter().take(count).cloned().collect(), all.len())
                 }
                 Listing::ReportsTotal(t) => (honest(), t),
-                Listing::Honest | Listing::Endless => (honest(), all.len()),
+                Listing::Honest
+                | Listing::Endless
+                | Listing::FailsOnCount
+                | Listing::NoTotal
+                | Listing::IgnoresFilter => (honest(), all.len()),
             };
         }
     }
-    json!({
+    let mut doc = json!({
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
         "totalResults": total,
         "itemsPerPage": resources.len(),
         "startIndex": start,
         "Resources": resources,
-    })
+    });
+    if st.listing == Listing::NoTotal {
+        if let Some(o) = doc.as_object_mut() {
+            o.remove("totalResults");
+            o.remove("itemsPerPage");
+        }
+    }
+    doc
 }
 
 /// Percent-decoding of a request target, `+` as space, for readable logs.
