@@ -30,6 +30,12 @@ log "starting scim2-server on port $SCIM_PORT (tenants /wiki and /git)"
 sed -e "s#127.0.0.1:8090#127.0.0.1:$SCIM_PORT#g" \
     -e "s#127.0.0.1:8080#127.0.0.1:$INGEST_PORT#" \
     -e "s#127.0.0.1:8081#127.0.0.1:$API_PORT#" examples/tenure.toml >"$TENURE_CONFIG"
+# The operator API is closed without a token: make one, keep only its hash
+# in the config (`tenure api token-hash`), and send it with every call.
+TENURE_API_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+printf '\n[[api.token]]\nname = "demo"\nhash = "%s"\nscopes = ["admin"]\n' \
+  "$(printf '%s' "$TENURE_API_TOKEN" | "$TENURE" api token-hash)" >>"$TENURE_CONFIG"
+api() { curl -fs -H "Authorization: Bearer $TENURE_API_TOKEN" "http://127.0.0.1:$API_PORT$1"; }
 
 for p in $NATS_PORT $SCIM_PORT; do for _ in $(seq 100); do port_open "$p" && break; sleep 0.1; done; done
 
@@ -43,7 +49,7 @@ for _ in $(seq 100); do curl -fs "http://127.0.0.1:$INGEST_PORT/healthz" >/dev/n
 
 wait_accounts() { # app expected-count
   for _ in $(seq 100); do
-    n=$(curl -fs "http://127.0.0.1:$API_PORT/v1/accounts?app=$1" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+    n=$(api "/v1/accounts?app=$1" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
     [ "$n" = "$2" ] && return 0; sleep 0.1
   done
   echo "timed out waiting for $2 accounts in $1" >&2; return 1
@@ -116,6 +122,9 @@ cat "$RUN/forged.json"; echo
 
 log "Bo's audit timeline: the HR record, the decision and every SCIM call, chained by cause"
 "$TENURE" timeline bo.berg@example.com
+
+log "access review of the wiki, as a reviewer gets it (GET /v1/audit/review?app=wiki&format=csv)"
+api "/v1/audit/review?app=wiki&format=csv" | cut -d, -f1,2,5,7,9-12
 
 log "hash chains of the event store"
 "$TENURE" audit verify | python3 -c 'import json,sys; r=json.load(sys.stdin); print("  %d streams, %d events, %d problems" % (r["streams"], r["events"], len(r["problems"])))'

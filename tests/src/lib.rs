@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use tenure_testkit::{free_port, workspace_root, NatsServer, ScimServer, TestDb};
 
 pub const SECRET: &str = "e2e-hmac-secret";
+/// The bearer token of the stack's operator API: an `admin` token named
+/// `e2e` (the config holds only its hash).
+pub const API_TOKEN: &str = "e2e-api-token-6b0f3c1e9a2d4f5b8c7e1a0d3f6b9c2e";
 
 pub fn tenure_bin() -> anyhow::Result<PathBuf> {
     if let Ok(p) = std::env::var("TENURE_BIN") {
@@ -144,6 +147,10 @@ impl Stack {
 listen = "127.0.0.1:{ingest_port}"
 [api]
 listen = "127.0.0.1:{api_port}"
+[[api.token]]
+name = "e2e"
+hash = "{api_token_hash}"
+scopes = ["admin"]
 [fanout]
 {fanout}
 [engine]
@@ -168,6 +175,7 @@ user_name = "email_local_part"
                 None => scim.tenant_url(&wiki_tenant),
             },
             git = scim_git.tenant_url(&git_tenant),
+            api_token_hash = tenure_api::auth::hash_token(API_TOKEN),
         );
         std::fs::write(dir.path().join("tenure.toml"), config)?;
         let stack = Self {
@@ -313,6 +321,8 @@ user_name = "email_local_part"
         Ok(())
     }
 
+    /// POSTs a generic webhook signed with `v2=` (it covers the delivery
+    /// id). The deprecated v1 is tested explicitly in hostile_traffic.rs.
     pub async fn post_signed(
         &self,
         body: &[u8],
@@ -331,7 +341,7 @@ user_name = "email_local_part"
             .header("x-tenure-timestamp", ts.to_string())
             .header(
                 "x-tenure-signature",
-                tenure_sources::signature::sign_generic(secret.as_bytes(), ts, body),
+                tenure_sources::signature::sign_generic_v2(secret.as_bytes(), ts, delivery, body),
             )
             .body(body.to_vec())
             .send()
@@ -373,6 +383,7 @@ user_name = "email_local_part"
         let r = self
             .http
             .get(format!("http://127.0.0.1:{}{path}", self.api_port))
+            .bearer_auth(API_TOKEN)
             .send()
             .await?;
         Ok(r.error_for_status()?.json().await?)

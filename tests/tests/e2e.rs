@@ -1311,7 +1311,9 @@ async fn groups_follow_departments_and_rules_and_empty_groups_are_deleted() -> a
 async fn an_app_that_needs_pre_created_groups_gets_members_only_once_the_group_exists(
 ) -> anyhow::Result<()> {
     let mut stack = Stack::with_options(tenure_e2e::Options {
-        wiki: "profile = \"nextcloud\"\n[[app.group]]\nname = \"staff\"\n".into(),
+        // Nextcloud creates groups itself; an app that cannot is described by
+        // a profile that may not create them.
+        wiki: "profile = { extends = \"nextcloud\", name = \"no-group-create\", create_groups = false }\n[[app.group]]\nname = \"staff\"\n".into(),
         ..tenure_e2e::Options::default()
     })
     .await?;

@@ -150,6 +150,7 @@ async fn a_nul_in_a_person_key_is_not_found_without_a_database_warning() -> anyh
     for path in ["/v1/persons/%00", "/v1/persons/a%00b/timeline"] {
         let r = http
             .get(format!("http://127.0.0.1:{}{path}", stack.api_port))
+            .bearer_auth(tenure_e2e::API_TOKEN)
             .send()
             .await?;
         assert_eq!(r.status().as_u16(), 404, "{path}");

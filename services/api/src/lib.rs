@@ -1,11 +1,16 @@
 //! The operator HTTP API: health, persons, accounts, schedules, a
-//! person's audit timeline, hash-chain verification, and, with a token
-//! configured, operator actions (dead-letter redrive, approvals).
+//! person's audit timeline, hash-chain verification, the audit queries
+//! (`/v1/audit/...`) and operator actions (dead-letter redrive,
+//! approvals). Closed by default: every /v1 route needs a configured
+//! bearer token holding the route's scope ([`auth`]).
 
+pub mod as_of;
+pub mod audit;
+pub mod auth;
 pub mod ops;
 pub mod queries;
 
-use axum::extract::{FromRef, Path, Query, Request, State};
+use axum::extract::{Extension, FromRef, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -14,14 +19,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tenure_bus::Bus;
-use tenure_config::Config;
-use tenure_config::Secret;
+use tenure_config::{Config, Scope};
 use tenure_store::sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use uuid::Uuid;
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
         Json(json!({ "error": code, "message": message.into() })),
@@ -29,7 +33,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
-fn db_error(e: impl std::fmt::Display) -> Response {
+pub(crate) fn db_error(e: impl std::fmt::Display) -> Response {
     tracing::warn!(error = %e, "query failed");
     error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -49,8 +53,24 @@ pub struct ApiState {
     pub pool: PgPool,
     /// Needed by operator actions; read endpoints work without it.
     pub bus: Option<Bus>,
-    pub token: Option<Secret>,
+    /// Who may call; with none configured every /v1 request is refused.
+    pub tokens: auth::Tokens,
     pub partitions: u32,
+    /// `[audit] deprovision_sla_hours`, in seconds.
+    pub deprovision_sla_secs: i64,
+}
+
+impl ApiState {
+    /// A state with defaults, for tests and embedding.
+    pub fn new(pool: PgPool, tokens: auth::Tokens) -> ApiState {
+        ApiState {
+            pool,
+            bus: None,
+            tokens,
+            partitions: 8,
+            deprovision_sla_secs: 24 * 3600,
+        }
+    }
 }
 
 impl FromRef<ApiState> for PgPool {
@@ -59,18 +79,15 @@ impl FromRef<ApiState> for PgPool {
     }
 }
 
-/// Read-only router without authentication (tests, loopback installs).
-pub fn router(pool: PgPool) -> Router {
-    router_with(ApiState {
-        pool,
-        bus: None,
-        token: None,
-        partitions: 8,
-    })
+/// A router with no bus and the given tokens.
+pub fn router(pool: PgPool, tokens: auth::Tokens) -> Router {
+    router_with(ApiState::new(pool, tokens))
 }
 
 pub fn router_with(state: ApiState) -> Router {
-    let v1 = Router::new()
+    let guard =
+        |scope: Scope| middleware::from_fn_with_state((state.tokens.clone(), scope), authenticate);
+    let read = Router::new()
         .route("/v1/persons", get(list_persons))
         .route("/v1/persons/{key}", get(get_person))
         .route("/v1/persons/{key}/timeline", get(get_timeline))
@@ -78,52 +95,78 @@ pub fn router_with(state: ApiState) -> Router {
         .route("/v1/schedules", get(list_schedules))
         .route("/v1/identities", get(list_identities))
         .route("/v1/audit/verify", get(verify))
+        .route("/v1/audit/access", get(audit::access))
+        .route("/v1/audit/review", get(audit::access_review))
+        .route("/v1/audit/deprovision", get(audit::deprovision))
+        .route("/v1/audit/exceptions", get(audit::exceptions))
+        .route("/v1/audit/events", get(audit::events))
         .route("/v1/dlq", get(list_dlq))
         .route("/v1/dlq/{sequence}", get(get_dlq))
-        .route("/v1/dlq/{sequence}/redrive", post(redrive))
         .route("/v1/staged", get(list_staged))
+        .route_layer(guard(Scope::AuditRead));
+    let operate = Router::new()
+        .route("/v1/dlq/{sequence}/redrive", post(redrive))
         .route("/v1/apps/{app}/approve", post(approve))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route_layer(guard(Scope::Operate));
     Router::new()
         .route("/healthz", get(health))
-        .merge(v1)
+        .merge(read)
+        .merge(operate)
         .with_state(state)
 }
 
-/// With a token configured every /v1 request must carry it; without one,
-/// only reads are served.
-async fn authenticate(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    match &state.token {
-        Some(token) => {
-            let given = request
-                .headers()
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            let ok = given.is_some_and(|g| subtle_eq(g.as_bytes(), token.expose().as_bytes()));
-            if !ok {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing or wrong bearer token",
-                );
-            }
+/// Every /v1 request must carry a configured token that grants `needed`;
+/// the caller it names is handed to the handler (operator actions record
+/// it).
+async fn authenticate(
+    State((tokens, needed)): State<(auth::Tokens, Scope)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match tokens.check(header, needed) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
         }
-        None if request.method() != axum::http::Method::GET => {
-            return error(
-                StatusCode::FORBIDDEN,
-                "read_only",
-                "operator actions need api.token to be configured",
-            );
-        }
-        None => {}
+        Err(refusal) => refused(refusal),
     }
-    next.run(request).await
 }
 
-fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
-    // Constant time for equal lengths; the token length is not secret.
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn refused(refusal: auth::Refusal) -> Response {
+    let unauthorized = |message: &str| {
+        let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        r.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+        r
+    };
+    match refusal {
+        auth::Refusal::Closed => error(
+            StatusCode::FORBIDDEN,
+            "api_closed",
+            "the operator API is closed: no token is configured. Make a random token \
+             (`openssl rand -hex 32`), hash it with `tenure api token-hash` (reads the token \
+             from stdin) and add [[api.token]] with name, hash and scopes \
+             (audit:read, operate, admin) to the config; see docs/configuration.md#api",
+        ),
+        auth::Refusal::Missing => {
+            unauthorized("send a configured token as `Authorization: Bearer <token>`")
+        }
+        auth::Refusal::Unknown => unauthorized("the bearer token matches no configured token"),
+        auth::Refusal::Forbidden { name, needed } => error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token {name:?} lacks the scope {:?} this request needs",
+                needed.as_str()
+            ),
+        ),
+    }
 }
 
 async fn health(State(pool): State<PgPool>) -> Response {
@@ -152,9 +195,22 @@ fn no_such_key(key: &str) -> Option<Response> {
     })
 }
 
-async fn get_person(State(pool): State<PgPool>, Path(key): Path<String>) -> Response {
+#[derive(Deserialize)]
+struct PersonQuery {
+    /// RFC 3339: the person as the events recorded up to then make them.
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+async fn get_person(
+    State(pool): State<PgPool>,
+    Path(key): Path<String>,
+    Query(q): Query<PersonQuery>,
+) -> Response {
     if let Some(r) = no_such_key(&key) {
         return r;
+    }
+    if let Some(at) = q.as_of {
+        return get_person_as_of(&pool, &key, at).await;
     }
     match queries::find_person(&pool, &key).await {
         Ok(Some(p)) => match queries::accounts(&pool, None, Some(p.person_id)).await {
@@ -165,6 +221,32 @@ async fn get_person(State(pool): State<PgPool>, Path(key): Path<String>) -> Resp
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no person matches {key:?}"),
+        ),
+        Err(e) => db_error(e),
+    }
+}
+
+/// The key names a person by id, or by what the persons projection
+/// holds today (e-mail, source person id); the state itself is folded from
+/// the events only.
+async fn get_person_as_of(pool: &PgPool, key: &str, at: chrono::DateTime<chrono::Utc>) -> Response {
+    let person_id = match key.parse::<Uuid>() {
+        Ok(id) => Some(id),
+        Err(_) => match queries::find_person(pool, key).await {
+            Ok(p) => p.map(|p| p.person_id),
+            Err(e) => return db_error(e),
+        },
+    };
+    let found = match person_id {
+        Some(id) => as_of::person_as_of(pool, id, at).await,
+        None => Ok(None),
+    };
+    match found {
+        Ok(Some(p)) => Json(p).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("nothing recorded about {key:?} up to {}", at.to_rfc3339()),
         ),
         Err(e) => db_error(e),
     }
@@ -306,11 +388,23 @@ async fn get_dlq(State(state): State<ApiState>, Path(sequence): Path<u64>) -> Re
     }
 }
 
-async fn redrive(State(state): State<ApiState>, Path(sequence): Path<u64>) -> Response {
+async fn redrive(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<auth::Caller>,
+    Path(sequence): Path<u64>,
+) -> Response {
     let Some(bus) = state.bus.as_ref() else {
         return no_bus();
     };
-    match ops::redrive(&state.pool, bus, sequence, state.partitions).await {
+    match ops::redrive(
+        &state.pool,
+        bus,
+        sequence,
+        state.partitions,
+        &caller.actor(),
+    )
+    .await
+    {
         Ok(Some(tenure_bus::dlq::Redriven::Job { job })) => {
             Json(json!({ "redriven": sequence, "kind": "job", "job": job })).into_response()
         }
@@ -348,6 +442,7 @@ struct ApproveBody {
 
 async fn approve(
     State(state): State<ApiState>,
+    Extension(caller): Extension<auth::Caller>,
     Path(app): Path<String>,
     Json(body): Json<ApproveBody>,
 ) -> Response {
@@ -362,7 +457,16 @@ async fn approve(
         return no_bus();
     };
     let persons = (!body.all).then_some(body.persons.as_slice());
-    match ops::approve(&state.pool, bus, &app, persons, state.partitions).await {
+    match ops::approve(
+        &state.pool,
+        bus,
+        &app,
+        persons,
+        state.partitions,
+        &caller.actor(),
+    )
+    .await
+    {
         Ok(released) => Json(json!({ "app": app, "released": released })).into_response(),
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -378,15 +482,25 @@ pub async fn run(
     bus: Option<Bus>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let token = match &cfg.api.token {
-        Some(t) => Some(t.resolve()?),
-        None => None,
-    };
+    let tokens = auth::Tokens::from_config(&cfg.api.token)?;
+    match &cfg.api.token {
+        tenure_config::ApiTokens::None => tracing::warn!(
+            "no [[api.token]] configured: the operator API refuses every /v1 request \
+             (docs/configuration.md#api)"
+        ),
+        tenure_config::ApiTokens::Single(_) => tracing::warn!(
+            "[api] token = {{ … }} is deprecated: it acts as one admin token named \"token\"; \
+             use [[api.token]] tables with hashes and scopes (docs/configuration.md#api)"
+        ),
+        tenure_config::ApiTokens::Named(_) => {}
+    }
     let state = ApiState {
         pool,
         bus,
-        token,
+        tokens,
         partitions: cfg.engine.partitions,
+        deprovision_sla_secs: i64::try_from(cfg.audit.deprovision_sla_hours.saturating_mul(3600))
+            .unwrap_or(i64::MAX),
     };
     let listener = tokio::net::TcpListener::bind(&cfg.api.listen).await?;
     info!(listen = %listener.local_addr()?, "api listening");

@@ -1,16 +1,17 @@
-//! The operator API over HTTP (in process) on a fresh database and a
-//! private JetStream.
+//! The operator API over HTTP (the router served on a local port) on a
+//! fresh database and a private JetStream.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use std::time::Duration;
+use tenure_api::auth::Tokens;
 use tenure_api::{router, router_with, ApiState};
 use tenure_bus::dlq::DeadLetter;
 use tenure_bus::{Bus, Job};
-use tenure_config::Secret;
+use tenure_config::Scope;
 use tenure_testkit::{NatsServer, TestDb};
-use tower::ServiceExt;
+
+#[path = "api/audit.rs"]
+mod audit;
 
 async fn setup() -> anyhow::Result<(TestDb, NatsServer, tenure_store::sqlx::PgPool, Bus)> {
     let db = TestDb::create().await?;
@@ -23,26 +24,57 @@ async fn setup() -> anyhow::Result<(TestDb, NatsServer, tenure_store::sqlx::PgPo
     Ok((db, nats, pool, bus))
 }
 
+/// The router listening on a free local port, as `tenure run api` serves
+/// it; dropped with the test's runtime.
+pub struct Served {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+pub async fn serve(app: axum::Router) -> anyhow::Result<Served> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(Served {
+        base,
+        http: reqwest::Client::new(),
+    })
+}
+
+impl Served {
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .request(method.parse()?, format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Ok(req.send().await?)
+    }
+}
+
 async fn call(
-    app: &axum::Router,
+    app: &Served,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: &str,
 ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json");
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = app
-        .clone()
-        .oneshot(req.body(Body::from(body.to_string()))?)
-        .await?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
+    let resp = app.raw(method, path, token, &[], body).await?;
+    let status = StatusCode::from_u16(resp.status().as_u16())?;
+    let bytes = resp.bytes().await?;
     Ok((
         status,
         serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
@@ -60,41 +92,132 @@ fn job(app: &str) -> Job {
 }
 
 #[tokio::test]
-async fn without_a_token_the_api_serves_reads_only() -> anyhow::Result<()> {
+async fn without_a_configured_token_the_api_refuses_everything_but_health() -> anyhow::Result<()> {
     let (_db, _nats, pool, _bus) = setup().await?;
-    let app = router(pool);
+    let app = serve(router(pool, Tokens::none())).await?;
+    for (method, path) in [
+        ("GET", "/v1/persons"),
+        ("GET", "/v1/audit/review"),
+        ("POST", "/v1/dlq/1/redrive"),
+    ] {
+        let (status, body) = call(&app, method, path, Some("anything"), "").await?;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(body["error"], "api_closed", "{path}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("[[api.token]]") && message.contains("tenure api token-hash"),
+            "{message}"
+        );
+    }
     assert_eq!(
-        call(&app, "GET", "/v1/persons", None, "").await?.0,
+        call(&app, "GET", "/healthz", None, "").await?.0,
         StatusCode::OK
     );
-    let (status, body) = call(&app, "POST", "/v1/dlq/1/redrive", None, "").await?;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(body["error"], "read_only");
     Ok(())
 }
 
 #[tokio::test]
-async fn with_a_token_operators_list_and_redrive_dead_letters_and_approve_held_changes(
+async fn the_deprecated_single_token_still_acts_as_an_admin_named_token() -> anyhow::Result<()> {
+    let (_db, _nats, pool, _bus) = setup().await?;
+    std::env::set_var("TENURE_TEST_LEGACY_API_TOKEN", "legacy-token");
+    let tokens = Tokens::from_config(&tenure_config::ApiTokens::Single(
+        tenure_config::SecretRef::Env {
+            env: "TENURE_TEST_LEGACY_API_TOKEN".into(),
+        },
+    ))?;
+    let app = serve(router(pool, tokens)).await?;
+    assert_eq!(
+        call(&app, "GET", "/v1/persons", Some("legacy-token"), "")
+            .await?
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&app, "GET", "/v1/persons", Some("legacy-token2"), "")
+            .await?
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Admin: operator routes pass authentication (and then find no bus).
+    assert_eq!(
+        call(&app, "POST", "/v1/dlq/1/redrive", Some("legacy-token"), "")
+            .await?
+            .0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    Ok(())
+}
+
+/// Each operator action as the audit trail recorded it: (actor, action, ok).
+async fn operator_actions(
+    pool: &tenure_store::sqlx::PgPool,
+) -> anyhow::Result<Vec<(String, String, bool)>> {
+    let rows: Vec<(String, String, bool)> = tenure_store::sqlx::query_as(
+        "SELECT metadata->>'actor', data->>'action', (data->>'ok')::bool FROM events
+         WHERE stream_id = 'operator' AND event_type = 'OperatorActionTaken' ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+#[tokio::test]
+async fn named_tokens_list_and_redrive_dead_letters_and_approve_held_changes_within_their_scopes(
 ) -> anyhow::Result<()> {
     let (_db, _nats, pool, bus) = setup().await?;
-    let app = router_with(ApiState {
-        pool: pool.clone(),
+    let tokens = Tokens::single("ops", "op-token", &[Scope::Operate]).with(
+        "auditor",
+        "audit-token",
+        &[Scope::AuditRead],
+    );
+    let app = serve(router_with(ApiState {
         bus: Some(bus.clone()),
-        token: Some(Secret::new("op-token")),
-        partitions: 8,
-    });
+        ..ApiState::new(pool.clone(), tokens)
+    }))
+    .await?;
+    let (status, body) = call(&app, "GET", "/v1/persons", None, "").await?;
     assert_eq!(
-        call(&app, "GET", "/v1/persons", None, "").await?.0,
-        StatusCode::UNAUTHORIZED
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let resp = app.raw("GET", "/v1/persons", None, &[], "").await?;
+    assert_eq!(
+        resp.headers().get("www-authenticate").map(|v| v.as_bytes()),
+        Some(&b"Bearer"[..])
     );
     assert_eq!(
         call(&app, "GET", "/v1/persons", Some("wrong"), "").await?.0,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
+        call(&app, "GET", "/v1/persons", Some("audit-token"), "")
+            .await?
+            .0,
+        StatusCode::OK,
+        "audit:read reads"
+    );
+    assert_eq!(
         call(&app, "GET", "/healthz", None, "").await?.0,
         StatusCode::OK,
         "health stays open for probes"
+    );
+    for (path, body) in [
+        ("/v1/dlq/1/redrive", ""),
+        ("/v1/apps/wiki/approve", r#"{"all": true}"#),
+    ] {
+        let (status, answer) = call(&app, "POST", path, Some("audit-token"), body).await?;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {answer}");
+        assert_eq!(answer["error"], "forbidden");
+        assert!(
+            answer["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("auditor") && m.contains("operate")),
+            "{answer}"
+        );
+    }
+    assert!(
+        operator_actions(&pool).await?.is_empty(),
+        "refused requests act on nothing"
     );
 
     let dead = job("wiki");
@@ -212,5 +335,17 @@ async fn with_a_token_operators_list_and_redrive_dead_letters_and_approve_held_c
     let queued: Job = serde_json::from_slice(&m.payload)?;
     assert!(queued.approved);
     assert_eq!(queued.person_id, held.person_id);
+
+    // Every action is in the audit trail under the token's name, the
+    // failed redrive of a gone dead letter too.
+    assert_eq!(
+        operator_actions(&pool).await?,
+        [
+            ("api:ops".into(), "redrive".into(), true),
+            ("api:ops".into(), "redrive".into(), true),
+            ("api:ops".into(), "redrive".into(), false),
+            ("api:ops".into(), "approve".into(), true),
+        ]
+    );
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod breaker;
 pub mod decide;
 pub mod groups;
 pub mod mapping;
+pub mod replay_app;
 mod server_behaviour;
 pub mod sweep;
 pub mod worker;
@@ -167,6 +168,12 @@ pub async fn run(
         shutdown.cancelled().await;
         return Ok(());
     }
+    if cfg.fanout.max_deliver < 1 {
+        warn!(
+            max_deliver = cfg.fanout.max_deliver,
+            "fanout.max_deliver sets no limit: a person an app keeps failing is retried for ever and never dead-lettered"
+        );
+    }
     let slots = job_slots(pool.options().get_max_connections());
     info!(
         job_slots = slots,
@@ -299,17 +306,20 @@ impl AppRuntime {
     /// letter, with an event); anything else waits for `tenure dlq redrive`.
     async fn passes_dead_letter(&self, job: &Job) -> bool {
         let app = &self.worker.app.name;
-        let open =
-            match tenure_store::dead_letters::open_dead_letter(&self.worker.pool, app, job.person_id)
-                .await
-            {
-                Ok(open) => open,
-                Err(e) => {
-                    // Running a job twice is harmless; losing one is not.
-                    warn!(error = %e, "cannot read open dead letters; running the job");
-                    return true;
-                }
-            };
+        let open = match tenure_store::dead_letters::open_dead_letter(
+            &self.worker.pool,
+            app,
+            job.person_id,
+        )
+        .await
+        {
+            Ok(open) => open,
+            Err(e) => {
+                // Running a job twice is harmless; losing one is not.
+                warn!(error = %e, "cannot read open dead letters; running the job");
+                return true;
+            }
+        };
         let Some(open) = open else { return true };
         if !tenure_store::dead_letters::job_clears(&open, job.causation_id) {
             info!(
@@ -332,14 +342,23 @@ impl AppRuntime {
         );
         let result = async {
             let mut tx = self.worker.pool.begin().await?;
-            tenure_store::dead_letters::close_dead_letter(&mut tx, app, job.person_id, &stream, &event)
-                .await?;
+            tenure_store::dead_letters::close_dead_letter(
+                &mut tx,
+                app,
+                job.person_id,
+                &stream,
+                &event,
+            )
+            .await?;
             tx.commit().await?;
             anyhow::Ok(())
         }
         .await;
         match result {
-            Ok(()) => info!(dead_letter = open.sequence, "the person changed; dead letter cleared"),
+            Ok(()) => info!(
+                dead_letter = open.sequence,
+                "the person changed; dead letter cleared"
+            ),
             Err(e) => warn!(error = %e, "could not clear a dead letter; the job runs anyway"),
         }
     }
@@ -575,16 +594,35 @@ async fn consume(
 ) -> anyhow::Result<()> {
     let app = runtime.worker.app.name.clone();
     let ack_wait = Duration::from_secs(runtime.fanout.ack_wait_secs.max(1));
-    let consumer = runtime
-        .bus
-        .durable_consumer(
-            JOBS_STREAM,
-            &format!("fanout-{app}"),
-            &subjects::jobs_of_app(&app),
-            ack_wait,
-            runtime.fanout.max_deliver,
-        )
-        .await?;
+    let durable = format!("fanout-{app}");
+    let filter = subjects::jobs_of_app(&app);
+    let consumer = if runtime.fanout.max_deliver >= 1 {
+        // Created or updated: a changed `max_deliver` must reach JetStream,
+        // or JetStream would stop delivering a failing job before its last
+        // delivery here dead-letters it. Failed jobs are NAKed with their
+        // own delays; the backoff only spaces deliveries of jobs whose
+        // worker vanished.
+        let redelivery = tenure_bus::Redelivery {
+            max_deliver: runtime.fanout.max_deliver,
+            backoff: vec![ack_wait],
+            max_ack_pending: 1000,
+        };
+        runtime
+            .bus
+            .bounded_consumer(JOBS_STREAM, &durable, &filter, &redelivery)
+            .await?
+    } else {
+        runtime
+            .bus
+            .durable_consumer(
+                JOBS_STREAM,
+                &durable,
+                &filter,
+                ack_wait,
+                runtime.fanout.max_deliver,
+            )
+            .await?
+    };
     let mut messages = consumer.messages().await?;
     let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
     loop {
@@ -930,5 +968,18 @@ async fn settle(
             warn!(error = %e, delivered, ?delay, "reconcile failed; job will be redelivered");
             let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_leave_the_headroom_of_the_pool_to_others() {
+        assert_eq!(job_slots(20), 16);
+        assert_eq!(job_slots(5), 1);
+        assert_eq!(job_slots(4), 1, "at least one job runs");
+        assert_eq!(job_slots(0), 1);
     }
 }

@@ -582,6 +582,29 @@ impl AppWorker {
             }
         }
 
+        // The look-up found no account although Tenure had linked one, and
+        // none is wanted (a deprovision): it was deleted in the app (by hand,
+        // or the app was wiped). Recorded as observed, so the projection
+        // stops naming an id the app no longer has and a later create or
+        // replay starts from the truth.
+        if let (Some(o @ Outcome::InSync), None) = (&mut outcome, &remote) {
+            let linked: Option<Option<String>> = sqlx::query_scalar(
+                "SELECT remote_id FROM accounts WHERE app = $1 AND person_id = $2",
+            )
+            .bind(&self.app.name)
+            .bind(job.person_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(id) = linked.flatten() {
+                tracing::info!(remote_id = %id, "linked account is gone from the app; recorded as observed");
+                audit.push(
+                    "AccountDeleted",
+                    json!({ "remote_id": id, "observed": true }),
+                );
+                *o = Outcome::Changed(vec!["AccountDeleted"]);
+            }
+        }
+
         if !audit.events.is_empty() {
             tenure_store::append(
                 &mut *conn,

@@ -6,8 +6,8 @@
 //! named users (or a group's members) back from Authentik's API and writes
 //! them into the same SCIM mirror.
 
-use axum::body::{to_bytes, Body};
-use axum::extract::{Path, State};
+use axum::body::to_bytes;
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -17,6 +17,8 @@ use chrono::Utc;
 use futures::StreamExt;
 use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tenure_bus::messages::{IdpFetch, IdpFetchTarget};
@@ -31,7 +33,8 @@ use tracing::{error, info, warn, Instrument};
 use uuid::Uuid;
 
 use crate::fetch::{ApiClient, FetchError};
-use crate::{Accepted, ErrorBody};
+use crate::unauthenticated::{self, Refused};
+use crate::{Accepted, ErrorBody, IngestState};
 
 use tenure_bus::IDP_FETCH_STREAM;
 
@@ -51,13 +54,15 @@ const MAX_EVENT_ID: usize = 128;
 /// The routes for every `[[idp]]` (SCIM at `/scim/v2/<name>`, and at
 /// `/scim/v2` too when there is exactly one; the notification webhook at
 /// `/v1/idp/<name>/events`), one publisher task per IdP and one re-fetch
-/// worker per IdP with an API configured.
+/// worker per IdP with an API configured. Refused notifications share
+/// `ingest`'s rate limits and counters for unauthenticated requests.
 pub fn mount(
     cfg: &Config,
     pool: PgPool,
-    bus: Bus,
+    ingest: Arc<IngestState>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(Router, Vec<JoinHandle<()>>)> {
+    let bus = ingest.bus.clone();
     let mut router = Router::new();
     let mut tasks = Vec::new();
     let mut idps = HashMap::new();
@@ -105,7 +110,7 @@ pub fn mount(
         idps.insert(idp.name.clone(), Arc::new(rt));
     }
     let events = Arc::new(EventsState {
-        bus,
+        ingest,
         idps,
         max_body_bytes: cfg.ingest.max_body_bytes,
     });
@@ -355,7 +360,9 @@ impl EventsIdp {
 }
 
 pub struct EventsState {
-    bus: Bus,
+    /// For its bus, and its rate limits and counters of unauthenticated
+    /// requests, shared with the HR webhooks.
+    ingest: Arc<IngestState>,
     idps: HashMap<String, Arc<EventsIdp>>,
     max_body_bytes: usize,
 }
@@ -386,8 +393,21 @@ fn error_response(status: StatusCode, error: &'static str, message: impl Into<St
     resp
 }
 
-/// Refuses a notification and keeps it in the quarantine with the reason
-/// (the `Authorization` header is never kept).
+/// Where a notification kept in the quarantine came from.
+enum Sender {
+    /// Its bearer token matched.
+    Authentic,
+    /// The IdP has no usable `webhook_token`, so it cannot be checked:
+    /// anyone could have sent it, so it is kept only within the rate
+    /// limits on unauthenticated requests.
+    Unverified(Option<SocketAddr>),
+}
+
+/// Refuses a notification that got past authentication (or could not be
+/// put to it) and keeps it in the quarantine with the reason (the
+/// `Authorization` header is never kept). An unverified one over the rate
+/// limits is answered the same, counted, and not kept.
+#[allow(clippy::too_many_arguments)]
 async fn refuse(
     st: &EventsState,
     provider: &str,
@@ -396,12 +416,27 @@ async fn refuse(
     message: String,
     body: Bytes,
     headers: &HeaderMap,
+    sender: Sender,
 ) -> Response {
-    warn!(%provider, status = status.as_u16(), error, reason = %message, "IdP notification refused");
+    let (gate, stats) = (&st.ingest.gate, &st.ingest.stats);
+    let source = quarantine_source(provider);
+    if let Sender::Unverified(client) = sender {
+        stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
+        let ip = client.map(|c| c.ip());
+        if !gate.admit(&source, ip) {
+            unauthenticated::dropped(gate, stats, &source, ip);
+            return error_response(status, error, message);
+        }
+        stats
+            .unauthenticated_recorded
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    warn!(%provider, status = status.as_u16(), error, reason = %message, "IdP notification refused; quarantined");
     if let Err(e) = st
+        .ingest
         .bus
         .quarantine_request(
-            &quarantine_source(provider),
+            &source,
             status.as_u16(),
             &format!("{error}: {message}"),
             body,
@@ -411,6 +446,40 @@ async fn refuse(
     {
         warn!(error = %e, "could not quarantine the refused notification");
     }
+    error_response(status, error, message)
+}
+
+/// Refuses a notification before authentication (wrong or missing token,
+/// oversized body): answered at once, counted, and within the rate limits
+/// its metadata recorded in `TENURE_REJECTED` in the background; the body
+/// is never kept, so forged posts cannot push genuine quarantine entries
+/// out, and nothing here waits on NATS.
+#[allow(clippy::too_many_arguments)]
+fn refuse_unauthenticated(
+    st: &EventsState,
+    provider: &str,
+    status: StatusCode,
+    error: &'static str,
+    message: String,
+    body: Bytes,
+    headers: &HeaderMap,
+    client: Option<SocketAddr>,
+) -> Response {
+    let source = quarantine_source(provider);
+    unauthenticated::record_rejected(
+        &st.ingest.bus,
+        &st.ingest.gate,
+        &st.ingest.stats,
+        Refused {
+            source: &source,
+            status: status.as_u16(),
+            error,
+            reason: format!("{error}: {message}"),
+            client,
+            body,
+            headers,
+        },
+    );
     error_response(status, error, message)
 }
 
@@ -438,18 +507,17 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         (status = 200, description = "Authentic, but about nothing Tenure re-fetches (another model)", body = Accepted),
         (status = 202, description = "Re-fetch stored in JetStream", body = Accepted),
         (status = 400, description = "Not a notification body Tenure understands; quarantined", body = ErrorBody),
-        (status = 401, description = "Bearer token missing or wrong", body = ErrorBody),
+        (status = 401, description = "Bearer token missing or wrong; not quarantined (metadata only, rate-limited, in the rejected-request store)", body = ErrorBody),
         (status = 404, description = "No such `[[idp]]` configured", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 422, description = "`webhook_token`, `api_url` or `api_token` not configured; quarantined for replay", body = ErrorBody),
-        (status = 503, description = "JetStream unavailable; retry", body = ErrorBody),
+        (status = 413, description = "Body over the size limit; not quarantined (metadata only, rate-limited)", body = ErrorBody),
+        (status = 422, description = "`webhook_token`, `api_url` or `api_token` not configured; quarantined for replay (without a `webhook_token`, within the unauthenticated rate limits)", body = ErrorBody),
+        (status = 503, description = "Not confirmed: JetStream did not acknowledge in time; retrying is safe", body = ErrorBody),
     )
 )]
 pub async fn idp_events(
     State(st): State<Arc<EventsState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     let Some(idp) = st.idps.get(&name).cloned() else {
         return error_response(
@@ -458,13 +526,21 @@ pub async fn idp_events(
             format!("no [[idp]] {name:?} is configured"),
         );
     };
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    // Everything up to the token check is cheap and waits for nothing:
+    // anyone who reaches the listener can send these.
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     let too_large = format!("body is larger than {} bytes", st.max_body_bytes);
     if declared.is_some_and(|n| n > st.max_body_bytes) {
-        return refuse(
+        return refuse_unauthenticated(
             &st,
             &idp.name,
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -472,26 +548,42 @@ pub async fn idp_events(
             too_large,
             Bytes::new(),
             &headers,
-        )
-        .await;
+            client,
+        );
     }
-    let body = match to_bytes(body, st.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            return refuse(
-                &st,
-                &idp.name,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                too_large,
-                Bytes::new(),
-                &headers,
-            )
-            .await
-        }
+    let Ok(body) = to_bytes(body, st.max_body_bytes).await else {
+        return refuse_unauthenticated(
+            &st,
+            &idp.name,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            too_large,
+            Bytes::new(),
+            &headers,
+            client,
+        );
     };
-    let (Some(expected), None) = (idp.webhook_token.as_deref(), idp.problem.as_deref()) else {
-        let problem = idp.problem.clone().unwrap_or_default();
+    let sender = match idp.webhook_token.as_deref() {
+        Some(expected) => {
+            if !bearer(&headers).is_some_and(|t| {
+                tenure_sources::signature::token_matches(expected.as_bytes(), t.as_bytes())
+            }) {
+                return refuse_unauthenticated(
+                    &st,
+                    &idp.name,
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "Authorization: Bearer <webhook_token> is missing or wrong".into(),
+                    body,
+                    &headers,
+                    client,
+                );
+            }
+            Sender::Authentic
+        }
+        None => Sender::Unverified(client),
+    };
+    if let Some(problem) = idp.problem.as_deref() {
         return refuse(
             &st,
             &idp.name,
@@ -500,20 +592,7 @@ pub async fn idp_events(
             format!("[[idp]] {:?}: {problem}", idp.name),
             body,
             &headers,
-        )
-        .await;
-    };
-    if !bearer(&headers).is_some_and(|t| {
-        tenure_sources::signature::token_matches(expected.as_bytes(), t.as_bytes())
-    }) {
-        return refuse(
-            &st,
-            &idp.name,
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "Authorization: Bearer <webhook_token> is missing or wrong".into(),
-            body,
-            &headers,
+            sender,
         )
         .await;
     }
@@ -528,6 +607,7 @@ pub async fn idp_events(
                 e.to_string(),
                 body,
                 &headers,
+                Sender::Authentic,
             )
             .await
         }
@@ -595,17 +675,21 @@ async fn accept_event(st: &EventsState, provider: &str, parsed: ParsedEvent) -> 
                 }
             };
             match st
+                .ingest
                 .bus
                 .publish(&subjects::idp_fetch(provider), &msg.msg_id(), &[], payload)
                 .await
             {
                 Ok(stored) => all_duplicate &= stored.duplicate,
                 Err(e) => {
-                    warn!(error = %e, "JetStream did not store the re-fetch");
+                    // It may have been stored all the same (a lost
+                    // acknowledgement, or sent once NATS is back), so the
+                    // answer must not say it was not.
+                    warn!(error = %e, "JetStream did not confirm storing the re-fetch");
                     return error_response(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "unavailable",
-                        "the notification could not be stored; retry later",
+                        "not confirmed: JetStream did not acknowledge storing the re-fetch in time; retrying is safe (the same event_pk is applied once, and a repeated re-fetch only reads the user again)",
                     );
                 }
             }

@@ -873,7 +873,7 @@ pub async fn run(
         let pool = pool
             .clone()
             .ok_or_else(|| anyhow::anyhow!("[[idp]] needs the database: run ingest with it"))?;
-        let (routes, publishers) = identity::mount(cfg, pool, bus.clone(), shutdown.clone())?;
+        let (routes, publishers) = identity::mount(cfg, pool, state.clone(), shutdown.clone())?;
         app = app.merge(routes);
         tasks.extend(publishers);
     }

@@ -6,7 +6,7 @@ use clap::{Subcommand, ValueEnum};
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use tenure_audit::render::{render, Format, Report};
-use tenure_audit::{checkpoint, export, read, search, signing, time};
+use tenure_audit::{checkpoint, export, read, review, search, signing, time};
 use tenure_config::Config;
 use tenure_store::sqlx::PgPool;
 use uuid::Uuid;
@@ -41,6 +41,21 @@ pub enum AuditQueryCmd {
         /// Person id (or work e-mail / source person id, resolved once).
         #[arg(long)]
         person: Option<String>,
+        /// Also list accounts that existed but were inactive.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// The access review export: every account holding access at an
+    /// instant (all apps, or --app) with manager, department, title and the
+    /// last HR change, as HR and the apps stood then.
+    Review {
+        #[arg(long)]
+        app: Option<String>,
+        /// RFC 3339, or a date meaning the end of that day (UTC); default: now.
+        #[arg(long)]
+        at: Option<String>,
         /// Also list accounts that existed but were inactive.
         #[arg(long)]
         all: bool,
@@ -168,6 +183,20 @@ pub async fn run(cfg: &Config, cmd: &AuditQueryCmd) -> anyhow::Result<()> {
                 };
                 print(&read::access_at(&pool, app, at, *all).await?, *format)
             }
+        }
+        AuditQueryCmd::Review {
+            app,
+            at,
+            all,
+            format,
+        } => {
+            let at = at
+                .as_deref()
+                .map(time::parse_instant)
+                .transpose()?
+                .unwrap_or_else(chrono::Utc::now);
+            let report = review::access_review(&pool, app.as_deref(), at, *all).await?;
+            print(&report, *format)
         }
         AuditQueryCmd::Deprovision {
             from,

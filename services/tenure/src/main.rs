@@ -1,9 +1,11 @@
 //! `tenure`: migrations, the services (one, several or all in one process),
 //! and operator commands over the event store and the quarantine.
 
+mod api_token;
 mod audit;
 mod import;
 mod quarantine;
+mod replay;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -64,8 +66,10 @@ enum Cmd {
         #[arg(long)]
         url: Option<String>,
     },
-    /// List persons (newest first).
+    /// List persons (newest first), or show one (`persons show`).
     Persons {
+        #[command(subcommand)]
+        command: Option<PersonsCmd>,
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
@@ -162,6 +166,11 @@ enum Cmd {
         #[command(subcommand)]
         command: AuditCmd,
     },
+    /// Helpers for the operator API (`token-hash`).
+    Api {
+        #[command(subcommand)]
+        command: api_token::ApiCmd,
+    },
     /// Rejected payloads kept by ingest.
     Quarantine {
         #[command(subcommand)]
@@ -171,6 +180,26 @@ enum Cmd {
     Import {
         #[command(subcommand)]
         command: ImportCmd,
+    },
+    /// Rebuild from history (`replay app`: a downstream app).
+    Replay {
+        #[command(subcommand)]
+        command: replay::ReplayCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PersonsCmd {
+    /// One person (by id, work e-mail or source person id): lifecycle,
+    /// attributes and entitlements, now or as they stood at `--as-of`.
+    Show {
+        person: String,
+        /// An instant (RFC 3339): the person as the events recorded up to
+        /// then make them, whatever the projections say today.
+        #[arg(long)]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -338,7 +367,23 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Cmd::Send { files, url } => send(&cfg, files, url.as_deref()).await,
-        Cmd::Persons { limit } => {
+        Cmd::Persons {
+            command:
+                Some(PersonsCmd::Show {
+                    person,
+                    as_of,
+                    json,
+                }),
+            ..
+        } => show_person(&cfg, person, *as_of, *json).await,
+        Cmd::Replay { command } => {
+            let pool = service_pool(&cfg, 4).await?;
+            replay::run(&cfg, pool, command).await
+        }
+        Cmd::Persons {
+            command: None,
+            limit,
+        } => {
             let pool = service_pool(&cfg, 2).await?;
             for p in tenure_api::queries::persons(&pool, *limit).await? {
                 println!(
@@ -631,6 +676,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Audit {
             command: AuditCmd::Query(command),
         } => audit::run(&cfg, command).await,
+        Cmd::Api { command } => api_token::run(command),
         Cmd::Quarantine { command } => quarantine::run(&cfg, command).await,
         Cmd::Import {
             command:
@@ -653,6 +699,15 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
     }
+}
+
+/// How the audit trail names an operator action run from the command
+/// line: the login that ran it.
+fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
 }
 
 async fn service_pool(cfg: &Config, size: u32) -> anyhow::Result<PgPool> {
@@ -872,8 +927,69 @@ async fn approve(cfg: &Config, app: &str, persons: &[String], all: bool) -> anyh
     )
     .await?;
     let only = (!all).then_some(wanted.as_slice());
-    let released = tenure_api::ops::approve(&pool, &bus, app, only, cfg.engine.partitions).await?;
+    let released =
+        tenure_api::ops::approve(&pool, &bus, app, only, cfg.engine.partitions, &cli_actor())
+            .await?;
     println!("{released} held change(s) released for {app}");
+    Ok(())
+}
+
+/// `tenure persons show`: the person folded from their events up to
+/// `as_of` (default: now), never from the projections.
+async fn show_person(
+    cfg: &Config,
+    key: &str,
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let pool = service_pool(cfg, 2).await?;
+    let at = as_of.unwrap_or_else(chrono::Utc::now);
+    let person_id = match key.parse::<uuid::Uuid>() {
+        Ok(id) => id,
+        Err(_) => {
+            tenure_api::queries::find_person(&pool, key)
+                .await?
+                .with_context(|| format!("no person matches {key:?}"))?
+                .person_id
+        }
+    };
+    let p = tenure_api::as_of::person_as_of(&pool, person_id, at)
+        .await?
+        .with_context(|| format!("nothing recorded about {key:?} up to {}", at.to_rfc3339()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+        return Ok(());
+    }
+    println!("person     {}", p.person_id);
+    println!(
+        "as of      {} ({} events folded)",
+        p.as_of.to_rfc3339(),
+        p.events
+    );
+    println!("lifecycle  {}", p.lifecycle.as_deref().unwrap_or("-"));
+    if let Some(s) = p.start_at {
+        println!("start      {}", s.to_rfc3339());
+    }
+    if let Some(t) = p.pending_termination {
+        println!("terminates {}", t.to_rfc3339());
+    }
+    if let Some(attrs) = p.attributes.as_object() {
+        for (k, v) in attrs.iter().filter(|(_, v)| !v.is_null()) {
+            println!(
+                "  {k:<18} {}",
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+            );
+        }
+    }
+    for (app, e) in &p.entitlements {
+        println!("entitled   {app:<18} {e}");
+    }
+    if p.undecodable > 0 {
+        println!(
+            "warning: {} event(s) could not be read and were left out",
+            p.undecodable
+        );
+    }
     Ok(())
 }
 
@@ -1031,7 +1147,15 @@ async fn dlq(cfg: &Config, command: &DlqCmd) -> anyhow::Result<()> {
             // A redriven job needs its open dead letter closed in the database.
             let pool = service_pool(cfg, 2).await?;
             for seq in &targets {
-                match tenure_api::ops::redrive(&pool, &bus, *seq, cfg.engine.partitions).await {
+                match tenure_api::ops::redrive(
+                    &pool,
+                    &bus,
+                    *seq,
+                    cfg.engine.partitions,
+                    &cli_actor(),
+                )
+                .await
+                {
                     Ok(Some(Redriven::Job { job })) => {
                         println!("#{seq} redriven: job {} {}", job.app, job.person_id)
                     }
@@ -1190,4 +1314,25 @@ async fn send(cfg: &Config, files: &[PathBuf], url: Option<&str>) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_smallest_pool_fits_what_the_services_hold() {
+        let all = [
+            Service::Ingest,
+            Service::Engine,
+            Service::Fanout,
+            Service::Api,
+        ];
+        // Fanout: one job plus the headroom; the engine's two listeners
+        // and one worker fit in that headroom.
+        assert_eq!(minimum_pool(&all), tenure_fanout::POOL_HEADROOM + 1);
+        assert_eq!(minimum_pool(&[Service::Engine]), 3);
+        assert_eq!(minimum_pool(&[Service::Api]), 2);
+        assert_eq!(minimum_pool(&[Service::Ingest, Service::Api]), 2);
+    }
 }

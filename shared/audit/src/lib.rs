@@ -18,6 +18,7 @@ pub mod export;
 pub mod leavers;
 pub mod read;
 pub mod render;
+pub mod review;
 pub mod search;
 pub mod signing;
 pub mod time;

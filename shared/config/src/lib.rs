@@ -2,9 +2,11 @@
 //! Secrets are never stored in the file itself: the file names an
 //! environment variable or a file that holds them.
 
+pub mod api_token;
 pub mod secret;
 pub mod telemetry;
 
+pub use api_token::{ApiToken, ApiTokens, Scope};
 pub use secret::{Secret, SecretRef};
 
 use serde::Deserialize;
@@ -378,10 +380,9 @@ impl Default for FanoutConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     pub listen: String,
-    /// Bearer token for the API. Without it the API is read-only and open
-    /// (keep it on a private network); with it every /v1 request needs it
-    /// and operator actions (redrive, approve) are enabled.
-    pub token: Option<SecretRef>,
+    /// Named bearer tokens with scopes (`[[api.token]]`), or the deprecated
+    /// single secret. Without any the API refuses every /v1 request.
+    pub token: ApiTokens,
     /// Listener bounds, as for `[ingest]` (docs/security.md).
     pub header_read_timeout_secs: u64,
     pub request_timeout_secs: u64,
@@ -394,7 +395,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8081".into(),
-            token: None,
+            token: ApiTokens::None,
             header_read_timeout_secs: 10,
             request_timeout_secs: 30,
             idle_timeout_secs: 120,
@@ -963,6 +964,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.engine.default_tz()?;
+        api_token::validate(&self.api.token)?;
         if self.engine.day_start_hour > 23 {
             return Err(ConfigError::Invalid(
                 "engine.day_start_hour must be 0-23".into(),

@@ -129,7 +129,10 @@ mod tests {
     fn the_budget_fits_in_what_others_leave() {
         // One of ours is open (the check's own connection).
         assert!(check_budget(server(100, 1), 1, 97).is_ok());
-        assert!(check_budget(server(100, 1), 1, 98).is_err(), "reserved slots");
+        assert!(
+            check_budget(server(100, 1), 1, 98).is_err(),
+            "reserved slots"
+        );
         assert!(check_budget(server(100, 41), 1, 57).is_ok());
         let e = check_budget(server(100, 41), 1, 58).expect_err("over");
         assert!(e.contains("room for 57"), "{e}");

@@ -77,7 +77,13 @@ pub async fn record_dead_letter(
     event: &NewEvent,
     letter: &OpenDeadLetter,
 ) -> Result<(), StoreError> {
-    append(conn, stream, ExpectedVersion::Any, std::slice::from_ref(event)).await?;
+    append(
+        conn,
+        stream,
+        ExpectedVersion::Any,
+        std::slice::from_ref(event),
+    )
+    .await?;
     sqlx::query(
         "INSERT INTO open_dead_letters (app, person_id, sequence, reason, error, deliveries, causation_id, dead_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -117,7 +123,13 @@ pub async fn close_dead_letter(
     .fetch_optional(&mut *conn)
     .await?;
     if closed.is_some() {
-        append(conn, stream, ExpectedVersion::Any, std::slice::from_ref(event)).await?;
+        append(
+            conn,
+            stream,
+            ExpectedVersion::Any,
+            std::slice::from_ref(event),
+        )
+        .await?;
     }
     Ok(closed)
 }
@@ -153,7 +165,10 @@ mod tests {
         let cause = Uuid::new_v4();
         let open = letter(Some(cause));
         assert!(!job_clears(&open, None), "a periodic reconcile waits");
-        assert!(!job_clears(&open, Some(cause)), "the dead job's cause waits");
+        assert!(
+            !job_clears(&open, Some(cause)),
+            "the dead job's cause waits"
+        );
         assert!(job_clears(&open, Some(Uuid::new_v4())));
         let from_reconcile = letter(None);
         assert!(!job_clears(&from_reconcile, None));

@@ -5,6 +5,7 @@
 mod access;
 mod deprovision;
 mod evidence;
+mod review;
 mod search;
 
 use chrono::{DateTime, Duration, Utc};
