@@ -3,7 +3,10 @@ import json
 import sys
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-for u in json.load(sys.stdin).get("Resources", []):
+users = json.load(sys.stdin).get("Resources", [])
+for u in users:
     active = str(u.get("active", True)).lower()
     dept = u.get(ENTERPRISE, {}).get("department", "-")
     print(f"  {u['userName']:<24} active={active:<6} dept={dept:<12} title={u.get('title', '-')}")
+if not users:
+    print("  (no accounts)")

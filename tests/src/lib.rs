@@ -457,24 +457,40 @@ user_name = "email_local_part"
     }
 
     pub async fn psql_count(&self, sql: &str) -> anyhow::Result<i64> {
-        let out = Command::new("psql")
-            .args([
-                "-tA",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                &self.db.name,
-                "-c",
-                sql,
-            ])
-            .output()?;
-        if !out.status.success() {
-            bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+        Ok(psql(&self.db.name, sql)?.parse()?)
     }
+
+    /// The first row's first column of `sql` on the stack's database, as text.
+    pub fn psql_text(&self, sql: &str) -> anyhow::Result<String> {
+        psql(&self.db.name, sql)
+    }
+
+    /// The fault proxy in front of the wiki app (`Options::proxy_wiki`).
+    pub fn wiki_proxy(&self) -> anyhow::Result<tenure_testkit::fault::FaultProxy> {
+        self.proxy.clone().ok_or_else(|| anyhow::anyhow!("proxy"))
+    }
+}
+
+/// The first row's first column of `sql` on database `db_name`, as text,
+/// through `psql` as an operator would query it.
+pub fn psql(db_name: &str, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new("psql")
+        .args([
+            "-tA",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db_name,
+            "-c",
+            sql,
+        ])
+        .output()?;
+    if !out.status.success() {
+        bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 impl Drop for Stack {

@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tenure_e2e::{person, tenure_bin, wait_for, Options, Stack, SECRET, TEST_FANOUT};
+use tenure_e2e::{person, psql, tenure_bin, wait_for, Options, Stack, SECRET, TEST_FANOUT};
 use tenure_testkit::fault::Fault;
 use tenure_testkit::{free_port, NatsServer, ScimServer, TestDb};
 
@@ -34,6 +34,29 @@ fn hire(i: usize, given: &str, family: &str) -> Value {
     )
 }
 
+/// Hires `n` persons, employee numbers from `first` and family names
+/// `{family}{i}`, and waits until the wiki holds an account for each.
+async fn hire_all(
+    stack: &Stack,
+    first: usize,
+    n: usize,
+    given: &str,
+    family: &str,
+) -> anyhow::Result<()> {
+    for i in 0..n {
+        stack
+            .send(
+                &hire(first + i, given, &format!("{family}{i}")),
+                &format!("h-{i}"),
+            )
+            .await?;
+    }
+    wait_for(Duration::from_secs(60), || async {
+        Ok(stack.scim_users(&stack.wiki_tenant).await?.len() == n)
+    })
+    .await
+}
+
 /// Every log of the stack's processes, for a failure message.
 fn logs(stack: &Stack) -> String {
     let mut out = String::new();
@@ -46,29 +69,6 @@ fn logs(stack: &Stack) -> String {
         }
     }
     out
-}
-
-/// The first row's first column of `sql`, as text.
-fn psql_text(stack: &Stack, sql: &str) -> anyhow::Result<String> {
-    let out = Command::new("psql")
-        .args([
-            "-tA",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            &stack.db.name,
-            "-c",
-            sql,
-        ])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,8 +147,7 @@ async fn a_person_the_app_keeps_refusing_is_dead_lettered_without_pausing_the_ap
 
     // Periodic reconciles keep running for everyone else, and leave the
     // dead-lettered person alone.
-    let stuck_id = psql_text(
-        &stack,
+    let stuck_id = stack.psql_text(
         "SELECT metadata->>'person_id' FROM events WHERE event_type = 'JobDeadLettered'",
     )?;
     assert_eq!(stuck_id.len(), 36, "{stuck_id:?}");
@@ -231,21 +230,10 @@ async fn ten_leavers_at_once_pass_the_guard_only_up_to_its_limit() -> anyhow::Re
         ..Options::default()
     })
     .await?;
-    let proxy = stack
-        .proxy
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("proxy"))?;
+    let proxy = stack.wiki_proxy()?;
     stack.start_core().await?;
     stack.start_fanout()?;
-    for i in 0..ACCOUNTS {
-        stack
-            .send(&hire(100 + i, "Lea", &format!("Ver{i}")), &format!("h-{i}"))
-            .await?;
-    }
-    wait_for(Duration::from_secs(60), || async {
-        Ok(stack.scim_users(&stack.wiki_tenant).await?.len() == ACCOUNTS)
-    })
-    .await?;
+    hire_all(&stack, 100, ACCOUNTS, "Lea", "Ver").await?;
     wait_for(Duration::from_secs(30), || async {
         Ok(
             count(&stack, "SELECT count(*) FROM accounts WHERE app = 'wiki'").await?
@@ -314,24 +302,10 @@ async fn a_retry_after_pauses_the_whole_app_not_just_one_call() -> anyhow::Resul
         ..Options::default()
     })
     .await?;
-    let proxy = stack
-        .proxy
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("proxy"))?;
+    let proxy = stack.wiki_proxy()?;
     stack.start_core().await?;
     stack.start_fanout()?;
-    for i in 0..N {
-        stack
-            .send(
-                &hire(300 + i, "Rae", &format!("Pause{i}")),
-                &format!("h-{i}"),
-            )
-            .await?;
-    }
-    wait_for(Duration::from_secs(60), || async {
-        Ok(stack.scim_users(&stack.wiki_tenant).await?.len() == N)
-    })
-    .await?;
+    hire_all(&stack, 300, N, "Rae", "Pause").await?;
     // Every request is slowed a little so several are always in flight;
     // the first one after this gets 429 with Retry-After: 2.
     proxy.set_default(Fault::Delay(Duration::from_millis(50)));
@@ -465,20 +439,7 @@ impl Up {
     }
 
     async fn count(&self, sql: &str) -> anyhow::Result<i64> {
-        let out = Command::new("psql")
-            .args([
-                "-tA",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                &self.db.name,
-                "-c",
-                sql,
-            ])
-            .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+        Ok(psql(&self.db.name, sql)?.parse()?)
     }
 }
 
@@ -601,10 +562,7 @@ async fn a_raised_max_deliver_reaches_jetstream_so_the_last_delivery_still_dead_
         ..Options::default()
     })
     .await?;
-    let proxy = stack
-        .proxy
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("proxy"))?;
+    let proxy = stack.wiki_proxy()?;
     stack.start_core().await?;
     // The first start creates the app's consumer with max_deliver = 2.
     stack.start_fanout()?;

@@ -28,7 +28,7 @@ use tenure_scim::{
     RemoteGroup, RemoveForm, RepeatVerdict, ScimError,
 };
 use tenure_store::sqlx::{self, Row};
-use tenure_store::{ExpectedVersion, Metadata, NewEvent};
+use tenure_store::{ExpectedVersion, NewEvent};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -353,7 +353,7 @@ impl AppWorker {
             || !report.missing.is_empty()
         {
             let stuck: Vec<&str> = report.stuck.iter().map(|s| s.name.as_str()).collect();
-            events.push(self.group_event(
+            events.push(self.app_event(
                 "GroupsSynced",
                 json!({ "groups": report.groups, "created": report.created, "updated": report.updated,
                         "deleted": report.deleted, "errors": report.errors, "missing": report.missing,
@@ -547,7 +547,7 @@ impl AppWorker {
     ) -> Result<(), WorkerError> {
         tracing::warn!(app = %self.app.name, group = name, reason, "group set aside: it does not converge");
         let learned = self.client.learned();
-        let event = self.group_event(
+        let event = self.app_event(
             "GroupNotConverging",
             json!({
                 "group": name, "remote_id": remote_id, "reason": reason, "repeats": repeats,
@@ -577,7 +577,7 @@ impl AppWorker {
     }
 
     async fn release_group(&self, name: &str, why: &str) -> Result<(), WorkerError> {
-        let event = self.group_event("GroupRedriven", json!({ "group": name, "reason": why }));
+        let event = self.app_event("GroupRedriven", json!({ "group": name, "reason": why }));
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE app_groups SET stuck_reason = NULL, stuck_at = NULL, stuck_config = NULL,
@@ -776,7 +776,7 @@ impl AppWorker {
     }
 
     fn call_event(&self, record: &tenure_scim::CallRecord, ok: bool) -> NewEvent {
-        self.group_event(
+        self.app_event(
             if ok {
                 "ScimCallSucceeded"
             } else {
@@ -785,24 +785,8 @@ impl AppWorker {
             serde_json::to_value(record).unwrap_or_default(),
         )
     }
-
-    fn group_event(&self, kind: &str, data: serde_json::Value) -> NewEvent {
-        NewEvent {
-            event_id: Uuid::new_v4(),
-            event_type: kind.into(),
-            data,
-            metadata: Metadata {
-                correlation_id: Uuid::new_v4(),
-                causation_id: None,
-                person_id: None,
-                app: Some(self.app.name.clone()),
-                source: None,
-                actor: "fanout".into(),
-                effective_at: None,
-            },
-        }
-    }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -413,20 +413,7 @@ impl AppRuntime {
     }
 
     async fn audit(&self, stream: &str, kind: &str, data: serde_json::Value, job: Option<&Job>) {
-        let event = NewEvent {
-            event_id: Uuid::new_v4(),
-            event_type: kind.into(),
-            data,
-            metadata: Metadata {
-                correlation_id: job.map_or_else(Uuid::new_v4, |j| j.correlation_id),
-                causation_id: job.and_then(|j| j.causation_id),
-                person_id: job.map(|j| j.person_id),
-                app: Some(self.worker.app.name.clone()),
-                source: None,
-                actor: "fanout".into(),
-                effective_at: None,
-            },
-        };
+        let event = self.event(kind, data, job);
         let result = async {
             let mut conn = self.worker.pool.acquire().await?;
             tenure_store::append(&mut conn, stream, ExpectedVersion::Any, &[event]).await?;

@@ -7,8 +7,7 @@ use crate::worker::{AppWorker, WorkerError};
 use serde_json::json;
 use tenure_scim::{Learned, Lesson};
 use tenure_store::sqlx;
-use tenure_store::{ExpectedVersion, Metadata, NewEvent};
-use uuid::Uuid;
+use tenure_store::{ExpectedVersion, NewEvent};
 
 impl AppWorker {
     /// Seeds the client with what earlier runs learned (the client takes
@@ -37,19 +36,11 @@ impl AppWorker {
         let doc = serde_json::to_value(learned).unwrap_or_default();
         let events: Vec<NewEvent> = lessons
             .iter()
-            .map(|l| NewEvent {
-                event_id: Uuid::new_v4(),
-                event_type: "ServerBehaviourLearned".into(),
-                data: json!({ "what": l.what, "value": l.value, "reason": l.reason, "learned": doc }),
-                metadata: Metadata {
-                    correlation_id: Uuid::new_v4(),
-                    causation_id: None,
-                    person_id: None,
-                    app: Some(self.app.name.clone()),
-                    source: None,
-                    actor: "fanout".into(),
-                    effective_at: None,
-                },
+            .map(|l| {
+                self.app_event(
+                    "ServerBehaviourLearned",
+                    json!({ "what": l.what, "value": l.value, "reason": l.reason, "learned": doc }),
+                )
             })
             .collect();
         let mut tx = self.pool.begin().await?;

@@ -167,7 +167,9 @@ impl AppWorker {
         })
     }
 
-    fn app_event(&self, kind: &str, data: serde_json::Value) -> NewEvent {
+    /// An event of the fanout on the app's own stream, in no job's
+    /// correlation.
+    pub(crate) fn app_event(&self, kind: &str, data: serde_json::Value) -> NewEvent {
         NewEvent {
             event_id: Uuid::new_v4(),
             event_type: kind.into(),

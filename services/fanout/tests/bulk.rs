@@ -2,113 +2,29 @@
 //! database: one account per person, every call audited on that person's
 //! account stream, and a taken userName handled for its person only.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{hire_person, job, setup, stream_events as stream, Setup};
 use serde_json::{json, Value};
 use tenure_bus::Job;
-use tenure_config::{Config, FanoutConfig};
 use tenure_fanout::batch::BatchResult;
-use tenure_fanout::{account_stream, app_worker, AppWorker, Outcome};
+use tenure_fanout::{account_stream, Outcome};
 use tenure_store::sqlx::{self, PgPool};
-use tenure_testkit::{ScimServer, TestDb};
 use uuid::Uuid;
-
-struct Setup {
-    _db: TestDb,
-    server: ScimServer,
-    tenant: String,
-    pool: PgPool,
-}
-
-async fn setup() -> Setup {
-    let db = TestDb::create().await.expect("database");
-    let pool = tenure_store::connect(&db.url(), None, 8)
-        .await
-        .expect("connect");
-    tenure_store::migrate(&pool).await.expect("migrate");
-    let server = ScimServer::start().expect("scim2-server");
-    let tenant = format!("t{}", &Uuid::new_v4().simple().to_string()[..8]);
-    Setup {
-        _db: db,
-        server,
-        tenant,
-        pool,
-    }
-}
-
-async fn worker(s: &Setup, app_extra: &str) -> AppWorker {
-    let text = format!(
-        "[[app]]\nname = \"wiki\"\nbase_url = \"{}\"\ntoken = {{ env = \"TENURE_BULK_TEST_TOKEN\" }}\n{app_extra}",
-        s.server.tenant_url(&s.tenant)
-    );
-    std::env::set_var("TENURE_BULK_TEST_TOKEN", &s.server.token);
-    let cfg = Config::parse(&text, "test").expect("config");
-    let fanout = FanoutConfig {
-        base_delay_ms: 10,
-        max_delay_ms: 100,
-        ..FanoutConfig::default()
-    };
-    app_worker(&cfg.apps[0], &fanout, s.pool.clone())
-        .await
-        .expect("worker")
-}
 
 /// A hired person with an active entitlement in the wiki.
 async fn hire(pool: &PgPool, n: usize, email: &str) -> Job {
-    let person_id = Uuid::new_v4();
     let attributes = json!({
         "given_name": "Bea", "family_name": format!("Bulk{n}"),
         "display_name": format!("Bea Bulk{n}"), "email": email,
     });
-    sqlx::query(
-        "INSERT INTO persons (person_id, source, source_person_id, status, attributes, version)
-         VALUES ($1, 'test', $2, 'active', $3, 1)",
-    )
-    .bind(person_id)
-    .bind(format!("E-{n}"))
-    .bind(attributes)
-    .execute(pool)
-    .await
-    .expect("person");
-    sqlx::query(
-        "INSERT INTO entitlements (app, person_id, entitlement) VALUES ('wiki', $1, 'active')",
-    )
-    .bind(person_id)
-    .execute(pool)
-    .await
-    .expect("entitlement");
-    Job {
-        app: "wiki".into(),
-        person_id,
-        correlation_id: Uuid::new_v4(),
-        causation_id: None,
-        approved: false,
-    }
+    job(hire_person(pool, &format!("E-{n}"), attributes, "active").await)
 }
 
 async fn users(s: &Setup) -> Vec<Value> {
-    let url = format!("{}/Users?count=1000", s.server.tenant_url(&s.tenant));
-    let body: Value = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(&s.server.token)
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    body["Resources"].as_array().cloned().unwrap_or_default()
-}
-
-/// (event_type, method, path, status, bulk annotation) of a stream.
-async fn stream(pool: &PgPool, id: &str) -> Vec<(String, Value)> {
-    sqlx::query_as::<_, (String, Value)>(
-        "SELECT event_type, data FROM events WHERE stream_id = $1 ORDER BY version",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await
-    .expect("events")
+    s.list("Users?count=1000").await
 }
 
 fn done(r: &BatchResult) -> &Outcome {
@@ -120,10 +36,10 @@ fn done(r: &BatchResult) -> &Outcome {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_hires_are_created_with_one_bulk_request_and_audited_per_person() {
-    let s = setup().await;
+    let s = setup(None).await;
     // A manual account already holds the userName one of the hires will get.
     let taken = reqwest::Client::new()
-        .post(format!("{}/Users", s.server.tenant_url(&s.tenant)))
+        .post(format!("{}/Users", s.url()))
         .bearer_auth(&s.server.token)
         .header("content-type", "application/scim+json")
         .body(
@@ -135,11 +51,9 @@ async fn new_hires_are_created_with_one_bulk_request_and_audited_per_person() {
         .await
         .expect("seed");
     assert_eq!(taken.status(), 201);
-    let w = worker(
-        &s,
-        "profile = { extends = \"generic\", unique_user_name = true }",
-    )
-    .await;
+    let w = s
+        .worker("profile = { extends = \"generic\", unique_user_name = true }")
+        .await;
     assert!(w.bulk_limits().is_some(), "scim2-server announces bulk");
     let mut jobs = Vec::new();
     for n in 0..5 {
@@ -231,8 +145,8 @@ async fn new_hires_are_created_with_one_bulk_request_and_audited_per_person() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_off_or_a_leased_person_takes_the_single_path() {
-    let s = setup().await;
-    let off = worker(&s, "bulk = \"off\"").await;
+    let s = setup(None).await;
+    let off = s.worker("bulk = \"off\"").await;
     assert_eq!(off.bulk_limits(), None);
     let jobs = vec![
         hire(&s.pool, 0, "cy0@example.com").await,
@@ -244,7 +158,7 @@ async fn bulk_off_or_a_leased_person_takes_the_single_path() {
     );
 
     // A person whose lease another worker holds is left to the single path.
-    let w = worker(&s, "").await;
+    let w = s.worker("").await;
     let mut other = s.pool.begin().await.expect("tx");
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
         .bind(0x7e_4e_01_i32)
@@ -289,14 +203,12 @@ async fn calls(pool: &PgPool, person: Uuid) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_unique_user_names_a_new_hire_is_created_without_a_user_name_look_up() {
-    let s = setup().await;
-    let w = worker(
-        &s,
-        "bulk = \"off\"\nprofile = { extends = \"generic\", unique_user_name = true }",
-    )
-    .await;
+    let s = setup(None).await;
+    let w = s
+        .worker("bulk = \"off\"\nprofile = { extends = \"generic\", unique_user_name = true }")
+        .await;
     let seed = |user: Value| {
-        let url = format!("{}/Users", s.server.tenant_url(&s.tenant));
+        let url = format!("{}/Users", s.url());
         let token = s.server.token.clone();
         async move {
             let r = reqwest::Client::new()

@@ -4,14 +4,16 @@
 //! the fold of each account's events, as the audit reads them, and a change
 //! Tenure only sees on a re-read is recorded with `observed: true`.
 
+mod common;
+
+use common::{database, hire_person, job, set_entitlement, tenant, wiki_worker};
 use serde_json::json;
 use tenure_bus::Job;
-use tenure_config::{Config, FanoutConfig};
-use tenure_fanout::{account_stream, app_worker, AppWorker, Outcome};
+use tenure_config::FanoutConfig;
+use tenure_fanout::{account_stream, AppWorker, Outcome};
 use tenure_store::sqlx::{self, PgPool, Row};
 use tenure_testkit::fault::{Fault, FaultProxy};
 use tenure_testkit::{ScimServer, TestDb};
-use uuid::Uuid;
 
 struct Setup {
     _db: TestDb,
@@ -22,29 +24,23 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let db = TestDb::create().await.expect("database");
-    let pool = tenure_store::connect(&db.url(), None, 8)
-        .await
-        .expect("connect");
-    tenure_store::migrate(&pool).await.expect("migrate");
+    let (db, pool) = database().await;
     let server = ScimServer::start().expect("scim2-server");
     let proxy = FaultProxy::start(server.port).await.expect("proxy");
-    let tenant = format!("t{}", &Uuid::new_v4().simple().to_string()[..8]);
-    let text = format!(
-        "[[app]]\nname = \"wiki\"\nbase_url = \"{}\"\ntoken = {{ env = \"TENURE_LOST_TEST_TOKEN\" }}\nmass_change = {{ enabled = false }}\n",
-        proxy.url(&format!("/{tenant}/v2"))
-    );
-    std::env::set_var("TENURE_LOST_TEST_TOKEN", &server.token);
-    let cfg = Config::parse(&text, "test").expect("config");
     let fanout = FanoutConfig {
         base_delay_ms: 5,
         max_delay_ms: 20,
         request_timeout_ms: 2_000,
         ..FanoutConfig::default()
     };
-    let worker = app_worker(&cfg.apps[0], &fanout, pool.clone())
-        .await
-        .expect("worker");
+    let worker = wiki_worker(
+        &proxy.url(&format!("/{}/v2", tenant())),
+        &server.token,
+        "mass_change = { enabled = false }\n",
+        &fanout,
+        &pool,
+    )
+    .await;
     Setup {
         _db: db,
         _server: server,
@@ -55,45 +51,15 @@ async fn setup() -> Setup {
 }
 
 async fn hire(pool: &PgPool, n: usize) -> Job {
-    let person_id = Uuid::new_v4();
     let attributes = json!({
         "given_name": "Lee", "family_name": format!("Lost{n}"),
         "display_name": format!("Lee Lost{n}"), "email": format!("lee{n}@example.com"),
     });
-    sqlx::query(
-        "INSERT INTO persons (person_id, source, source_person_id, status, attributes, version)
-         VALUES ($1, 'test', $2, 'active', $3, 1)",
-    )
-    .bind(person_id)
-    .bind(format!("E-{n}"))
-    .bind(attributes)
-    .execute(pool)
-    .await
-    .expect("person");
-    sqlx::query(
-        "INSERT INTO entitlements (app, person_id, entitlement) VALUES ('wiki', $1, 'active')",
-    )
-    .bind(person_id)
-    .execute(pool)
-    .await
-    .expect("entitlement");
-    Job {
-        app: "wiki".into(),
-        person_id,
-        correlation_id: Uuid::new_v4(),
-        causation_id: None,
-        approved: false,
-    }
+    job(hire_person(pool, &format!("E-{n}"), attributes, "active").await)
 }
 
 async fn revoke(pool: &PgPool, job: &Job) {
-    sqlx::query(
-        "UPDATE entitlements SET entitlement = 'revoked' WHERE app = 'wiki' AND person_id = $1",
-    )
-    .bind(job.person_id)
-    .execute(pool)
-    .await
-    .expect("revoke");
+    set_entitlement(pool, job.person_id, "revoked").await
 }
 
 /// Runs the job until it settles, as JetStream's redelivery would.

@@ -4,102 +4,36 @@
 //! userName, a refused `members[value eq …]` removal, 500 on `count`, and a
 //! `filter` that is ignored.
 
+mod common;
+
 use std::collections::BTreeSet;
 
+use common::{hire_person, job, Setup};
 use serde_json::{json, Value};
 use tenure_bus::Job;
-use tenure_config::{Config, FanoutConfig};
-use tenure_fanout::{app_worker, AppWorker, Outcome};
+use tenure_fanout::Outcome;
 use tenure_scim::{MemberKey, Paging, RemoveForm};
 use tenure_store::sqlx::{self, PgPool};
-use tenure_testkit::{ReceivedRequest, ScimServer, TestDb};
+use tenure_testkit::ReceivedRequest;
 use uuid::Uuid;
 
-struct Setup {
-    _db: TestDb,
-    server: ScimServer,
-    tenant: String,
-    pool: PgPool,
-}
-
 async fn setup(faults: &[&str]) -> Setup {
-    let db = TestDb::create().await.expect("database");
-    let pool = tenure_store::connect(&db.url(), None, 8)
-        .await
-        .expect("connect");
-    tenure_store::migrate(&pool).await.expect("migrate");
-    let server = ScimServer::start_with_faults(faults).expect("fault server");
-    let tenant = format!("t{}", &Uuid::new_v4().simple().to_string()[..8]);
-    Setup {
-        _db: db,
-        server,
-        tenant,
-        pool,
-    }
-}
-
-async fn worker(s: &Setup, app_extra: &str) -> AppWorker {
-    let text = format!(
-        "[[app]]\nname = \"wiki\"\nbase_url = \"{}\"\ntoken = {{ env = \"TENURE_FAULTS_TEST_TOKEN\" }}\n{app_extra}",
-        s.server.tenant_url(&s.tenant)
-    );
-    std::env::set_var("TENURE_FAULTS_TEST_TOKEN", &s.server.token);
-    let cfg = Config::parse(&text, "test").expect("config");
-    let fanout = FanoutConfig {
-        base_delay_ms: 10,
-        max_delay_ms: 100,
-        ..FanoutConfig::default()
-    };
-    app_worker(&cfg.apps[0], &fanout, s.pool.clone())
-        .await
-        .expect("worker")
+    common::setup(Some(faults)).await
 }
 
 const GROUPS: &str = "[[app.group]]\nname = \"dept-{department}\"\n";
 
 /// A hired person with an active entitlement in the wiki.
 async fn hire(pool: &PgPool, name: &str, department: &str) -> Job {
-    let person_id = Uuid::new_v4();
     let attributes = json!({
         "given_name": name, "family_name": "Test", "display_name": format!("{name} Test"),
         "email": format!("{}@example.com", name.to_lowercase()), "department": department,
     });
-    sqlx::query(
-        "INSERT INTO persons (person_id, source, source_person_id, status, attributes, version)
-         VALUES ($1, 'test', $2, 'active', $3, 1)",
-    )
-    .bind(person_id)
-    .bind(format!("E-{name}"))
-    .bind(attributes)
-    .execute(pool)
-    .await
-    .expect("person");
-    sqlx::query(
-        "INSERT INTO entitlements (app, person_id, entitlement) VALUES ('wiki', $1, 'active')",
-    )
-    .bind(person_id)
-    .execute(pool)
-    .await
-    .expect("entitlement");
-    Job {
-        app: "wiki".into(),
-        person_id,
-        correlation_id: Uuid::new_v4(),
-        causation_id: None,
-        approved: false,
-    }
+    job(hire_person(pool, &format!("E-{name}"), attributes, "active").await)
 }
 
 async fn move_to(pool: &PgPool, job: &Job, department: &str) {
-    sqlx::query(
-        "UPDATE persons SET attributes = jsonb_set(attributes, '{department}', to_jsonb($2::text))
-         WHERE person_id = $1",
-    )
-    .bind(job.person_id)
-    .bind(department)
-    .execute(pool)
-    .await
-    .expect("move");
+    common::move_to(pool, job.person_id, department).await
 }
 
 async fn leave(pool: &PgPool, job: &Job) {
@@ -112,20 +46,9 @@ async fn leave(pool: &PgPool, job: &Job) {
 
 /// The group as the server shows it: display name → member values.
 async fn remote_groups(s: &Setup) -> Vec<(String, BTreeSet<String>)> {
-    let url = format!("{}/Groups", s.server.tenant_url(&s.tenant));
-    let body: Value = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(&s.server.token)
-        .send()
+    let mut out: Vec<(String, BTreeSet<String>)> = s
+        .list("Groups")
         .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    let mut out: Vec<(String, BTreeSet<String>)> = body["Resources"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
         .iter()
         .map(|g| {
             let members = g["members"]
@@ -175,7 +98,7 @@ async fn app_events(pool: &PgPool, kind: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn movers_and_leavers_leave_their_groups_when_members_come_back_by_user_name() {
     let s = setup(&["members-by-username", "reject-member-path-filter"]).await;
-    let w = worker(&s, GROUPS).await;
+    let w = s.worker(GROUPS).await;
     let ada = hire(&s.pool, "Ada", "Eng").await;
     let bob = hire(&s.pool, "Bob", "Eng").await;
     let cy = hire(&s.pool, "Cy", "Ops").await;
@@ -273,7 +196,7 @@ async fn movers_and_leavers_leave_their_groups_when_members_come_back_by_user_na
 
     // A new worker (a restart) starts from what was learned: no refused
     // call again.
-    let again = worker(&s, GROUPS).await;
+    let again = s.worker(GROUPS).await;
     move_to(&s.pool, &ada, "Ops").await;
     s.server.clear_requests().expect("clear");
     let r = again.sync_groups().await.expect("sync");
@@ -289,7 +212,7 @@ async fn movers_and_leavers_leave_their_groups_when_members_come_back_by_user_na
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_that_never_converges_is_set_aside_after_the_limit() {
     let s = setup(&["members-by-username"]).await;
-    let w = worker(&s, GROUPS).await;
+    let w = s.worker(GROUPS).await;
     let ada = hire(&s.pool, "Ada", "Eng").await;
     let bob = hire(&s.pool, "Bob", "Eng").await;
     for job in [&ada, &bob] {
@@ -343,7 +266,7 @@ async fn a_group_that_never_converges_is_set_aside_after_the_limit() {
     assert_eq!(app_events(&s.pool, "GroupNotConverging").await.len(), 2);
 
     // A configuration change lets it be tried again.
-    let changed = worker(&s, &format!("group_repeat_limit = 1\n{GROUPS}")).await;
+    let changed = s.worker(&format!("group_repeat_limit = 1\n{GROUPS}")).await;
     s.server.clear_requests().expect("clear");
     let r = changed.sync_groups().await.expect("sync");
     assert!(r.stuck.is_empty(), "tried again after the change: {r:?}");
@@ -355,7 +278,7 @@ async fn a_group_that_never_converges_is_set_aside_after_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_and_group_listing_page_without_count_when_count_fails() {
     let s = setup(&["count-500"]).await;
-    let w = worker(&s, "").await;
+    let w = s.worker("").await;
     for name in ["Ada", "Bob", "Cy"] {
         let job = hire(&s.pool, name, "Eng").await;
         w.reconcile(&job).await.expect("reconcile");
@@ -376,7 +299,7 @@ async fn drift_and_group_listing_page_without_count_when_count_fails() {
     assert_eq!(events[0]["value"], "start_index_only");
 
     // Later listings (a restarted worker too) send no `count` at all.
-    let again = worker(&s, "").await;
+    let again = s.worker("").await;
     s.server.clear_requests().expect("clear");
     let report = again.sweep(false).await.expect("sweep");
     assert_eq!(report.listed, 3);
@@ -398,7 +321,7 @@ async fn a_server_that_ignores_filter_cannot_make_tenure_link_the_wrong_account(
     let mut existing = Vec::new();
     for user_name in ["zed@example.com", "bob@example.com", "yan@example.com"] {
         let created: Value = reqwest::Client::new()
-            .post(format!("{}/Users", s.server.tenant_url(&s.tenant)))
+            .post(format!("{}/Users", s.url()))
             .bearer_auth(&s.server.token)
             .header("content-type", "application/scim+json")
             .body(
@@ -414,7 +337,7 @@ async fn a_server_that_ignores_filter_cannot_make_tenure_link_the_wrong_account(
             .expect("json");
         existing.push(created["id"].as_str().expect("id").to_owned());
     }
-    let w = worker(&s, "").await;
+    let w = s.worker("").await;
     let ada = hire(&s.pool, "Ada", "Eng").await;
     let bob = hire(&s.pool, "Bob", "Eng").await;
     // Ada has no account: the first user of the unfiltered answer is not
@@ -451,7 +374,7 @@ async fn the_nextcloud_profile_puts_groups_as_json_and_leaves_admin_alone() {
     let s = setup(&["no-patch-groups", "content-type-json-only"]).await;
     // The app's own admin group, with its administrator in it.
     let admin: Value = reqwest::Client::new()
-        .post(format!("{}/Groups", s.server.tenant_url(&s.tenant)))
+        .post(format!("{}/Groups", s.url()))
         .bearer_auth(&s.server.token)
         .header("content-type", "application/json")
         .body(
@@ -465,8 +388,7 @@ async fn the_nextcloud_profile_puts_groups_as_json_and_leaves_admin_alone() {
         .json()
         .await
         .expect("json");
-    let w = worker(
-        &s,
+    let w = s.worker(
         "profile = \"nextcloud\"\n[[app.group]]\nname = \"dept-{department}\"\n[[app.group]]\nname = \"admin\"\nrule = 'person.department == \"Eng\"'\n",
     )
     .await;
@@ -521,7 +443,7 @@ async fn without_filter_groups_are_found_by_listing_even_when_count_fails() {
     // A server Tenure may not filter: groups are found by listing them.
     let profile =
         "profile = { extends = \"generic\", discovery = false, assumed = { filter = false } }\n";
-    let w = worker(&s, &format!("{profile}{GROUPS}")).await;
+    let w = s.worker(&format!("{profile}{GROUPS}")).await;
     let ada = hire(&s.pool, "Ada", "Eng").await;
     w.reconcile(&ada).await.expect("reconcile");
     let r = w.sync_groups().await.expect("sync");

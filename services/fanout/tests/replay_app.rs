@@ -5,15 +5,15 @@
 //! a second run sends no write, a dry run sends none at all, and large
 //! deprovisions stay behind the mass-change guard.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
+use common::{hire_person, job, move_to, set_entitlement, Setup};
 use serde_json::{json, Value};
-use tenure_bus::Job;
-use tenure_config::{Config, FanoutConfig};
 use tenure_fanout::replay_app::Effect;
-use tenure_fanout::{app_worker, AppWorker, Outcome};
+use tenure_fanout::{AppWorker, Outcome};
 use tenure_store::sqlx::{self, PgPool};
-use tenure_testkit::{ScimServer, TestDb};
 use uuid::Uuid;
 
 /// Persons hired before the app is lost (the issue asks for 50; the run
@@ -22,57 +22,13 @@ const HIRES: usize = 50;
 const DEPARTMENTS: [&str; 3] = ["Eng", "Sales", "Ops"];
 const GROUPS: &str = "[[app.group]]\nname = \"dept-{department}\"\n";
 
-struct Setup {
-    _db: TestDb,
-    server: ScimServer,
-    tenant: String,
-    pool: PgPool,
-    http: reqwest::Client,
-}
-
 async fn setup() -> Setup {
-    let db = TestDb::create().await.expect("database");
-    let pool = tenure_store::connect(&db.url(), None, 8)
-        .await
-        .expect("connect");
-    tenure_store::migrate(&pool).await.expect("migrate");
     // No faults: started this way so the server logs what it received.
-    let server = ScimServer::start_with_faults(&[]).expect("scim2-server");
-    let tenant = format!("t{}", &Uuid::new_v4().simple().to_string()[..8]);
-    Setup {
-        _db: db,
-        server,
-        tenant,
-        pool,
-        http: reqwest::Client::new(),
-    }
+    common::setup(Some(&[])).await
 }
 
 async fn worker(s: &Setup) -> AppWorker {
-    let text = format!(
-        "[[app]]\nname = \"wiki\"\nbase_url = \"{}\"\ntoken = {{ env = \"TENURE_REPLAY_TEST_TOKEN\" }}\n{GROUPS}",
-        s.server.tenant_url(&s.tenant)
-    );
-    std::env::set_var("TENURE_REPLAY_TEST_TOKEN", &s.server.token);
-    let cfg = Config::parse(&text, "test").expect("config");
-    let fanout = FanoutConfig {
-        base_delay_ms: 10,
-        max_delay_ms: 100,
-        ..FanoutConfig::default()
-    };
-    app_worker(&cfg.apps[0], &fanout, s.pool.clone())
-        .await
-        .expect("worker")
-}
-
-fn job(person_id: Uuid) -> Job {
-    Job {
-        app: "wiki".into(),
-        person_id,
-        correlation_id: Uuid::new_v4(),
-        causation_id: None,
-        approved: false,
-    }
+    s.worker(GROUPS).await
 }
 
 fn email(n: usize) -> String {
@@ -80,69 +36,20 @@ fn email(n: usize) -> String {
 }
 
 async fn hire(pool: &PgPool, n: usize) -> Uuid {
-    let person_id = Uuid::new_v4();
     let attributes = json!({
         "given_name": "Pat", "family_name": format!("Person{n}"),
         "display_name": format!("Pat Person{n}"), "email": email(n),
         "department": DEPARTMENTS[n % DEPARTMENTS.len()],
     });
-    sqlx::query(
-        "INSERT INTO persons (person_id, source, source_person_id, status, attributes, version)
-         VALUES ($1, 'test', $2, 'active', $3, 1)",
-    )
-    .bind(person_id)
-    .bind(format!("E-{n}"))
-    .bind(attributes)
-    .execute(pool)
-    .await
-    .expect("person");
-    sqlx::query(
-        "INSERT INTO entitlements (app, person_id, entitlement) VALUES ('wiki', $1, 'active')",
-    )
-    .bind(person_id)
-    .execute(pool)
-    .await
-    .expect("entitlement");
-    person_id
-}
-
-async fn move_to(pool: &PgPool, person: Uuid, department: &str) {
-    sqlx::query(
-        "UPDATE persons SET attributes = jsonb_set(attributes, '{department}', to_jsonb($2::text))
-         WHERE person_id = $1",
-    )
-    .bind(person)
-    .bind(department)
-    .execute(pool)
-    .await
-    .expect("move");
+    hire_person(pool, &format!("E-{n}"), attributes, "active").await
 }
 
 async fn leave(pool: &PgPool, person: Uuid) {
-    sqlx::query(
-        "UPDATE entitlements SET entitlement = 'revoked' WHERE app = 'wiki' AND person_id = $1",
-    )
-    .bind(person)
-    .execute(pool)
-    .await
-    .expect("leave");
+    set_entitlement(pool, person, "revoked").await
 }
 
 async fn list(s: &Setup, kind: &str) -> Vec<Value> {
-    let body: Value = s
-        .http
-        .get(format!(
-            "{}/{kind}?count=1000",
-            s.server.tenant_url(&s.tenant)
-        ))
-        .bearer_auth(&s.server.token)
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    body["Resources"].as_array().cloned().unwrap_or_default()
+    s.list(&format!("{kind}?count=1000")).await
 }
 
 /// Deletes every user and group of the tenant, as a lost or reset app.
@@ -152,7 +59,7 @@ async fn wipe(s: &Setup) {
             let id = r["id"].as_str().expect("id");
             let status = s
                 .http
-                .delete(format!("{}/{kind}/{id}", s.server.tenant_url(&s.tenant)))
+                .delete(format!("{}/{kind}/{id}", s.url()))
                 .bearer_auth(&s.server.token)
                 .send()
                 .await
@@ -173,7 +80,7 @@ async fn restore(s: &Setup, person: Uuid, user_name: &str) {
     });
     let status = s
         .http
-        .post(format!("{}/Users", s.server.tenant_url(&s.tenant)))
+        .post(format!("{}/Users", s.url()))
         .bearer_auth(&s.server.token)
         .header("content-type", "application/scim+json")
         .body(body.to_string())

@@ -5,98 +5,27 @@
 //! deciding exactly as the reconcile does, all on a real scim2-server and a
 //! fresh database.
 
+mod common;
+
+use common::{hire_person, job, setup, stream_events, Setup};
 use serde_json::{json, Value};
 use tenure_bus::Job;
-use tenure_config::{Config, FanoutConfig};
 use tenure_fanout::decide::{Decision, Link};
-use tenure_fanout::{account_stream, app_worker, AppWorker, Outcome};
+use tenure_fanout::{account_stream, AppWorker, Outcome};
 use tenure_store::sqlx::{self, PgPool};
-use tenure_testkit::{ScimServer, TestDb};
-use uuid::Uuid;
-
-struct Setup {
-    _db: TestDb,
-    server: ScimServer,
-    tenant: String,
-    pool: PgPool,
-}
-
-async fn setup(faults: Option<&[&str]>) -> Setup {
-    let db = TestDb::create().await.expect("database");
-    let pool = tenure_store::connect(&db.url(), None, 8)
-        .await
-        .expect("connect");
-    tenure_store::migrate(&pool).await.expect("migrate");
-    let server = match faults {
-        Some(f) => ScimServer::start_with_faults(f).expect("fault server"),
-        None => ScimServer::start().expect("scim2-server"),
-    };
-    let tenant = format!("t{}", &Uuid::new_v4().simple().to_string()[..8]);
-    Setup {
-        _db: db,
-        server,
-        tenant,
-        pool,
-    }
-}
-
-async fn worker(s: &Setup, app_extra: &str) -> AppWorker {
-    let text = format!(
-        "[[app]]\nname = \"wiki\"\nbase_url = \"{}\"\ntoken = {{ env = \"TENURE_SHAPE_TEST_TOKEN\" }}\n{app_extra}",
-        s.server.tenant_url(&s.tenant)
-    );
-    std::env::set_var("TENURE_SHAPE_TEST_TOKEN", &s.server.token);
-    let cfg = Config::parse(&text, "test").expect("config");
-    let fanout = FanoutConfig {
-        base_delay_ms: 10,
-        max_delay_ms: 100,
-        ..FanoutConfig::default()
-    };
-    app_worker(&cfg.apps[0], &fanout, s.pool.clone())
-        .await
-        .expect("worker")
-}
 
 /// A hired person with the given entitlement in the wiki.
 async fn hire(pool: &PgPool, email: &str, entitlement: &str) -> Job {
-    let person_id = Uuid::new_v4();
     let attributes = json!({
         "given_name": "Ada", "family_name": "Lovelace",
         "display_name": "Ada Lovelace", "email": email, "title": "Engineer",
         "location": "Lisbon",
     });
-    sqlx::query(
-        "INSERT INTO persons (person_id, source, source_person_id, status, attributes, version)
-         VALUES ($1, 'test', $2, 'active', $3, 1)",
-    )
-    .bind(person_id)
-    .bind(format!("E-{email}"))
-    .bind(attributes)
-    .execute(pool)
-    .await
-    .expect("person");
-    sqlx::query("INSERT INTO entitlements (app, person_id, entitlement) VALUES ('wiki', $1, $2)")
-        .bind(person_id)
-        .bind(entitlement)
-        .execute(pool)
-        .await
-        .expect("entitlement");
-    Job {
-        app: "wiki".into(),
-        person_id,
-        correlation_id: Uuid::new_v4(),
-        causation_id: None,
-        approved: false,
-    }
+    job(hire_person(pool, &format!("E-{email}"), attributes, entitlement).await)
 }
 
 async fn set_entitlement(pool: &PgPool, job: &Job, entitlement: &str) {
-    sqlx::query("UPDATE entitlements SET entitlement = $2 WHERE app = 'wiki' AND person_id = $1")
-        .bind(job.person_id)
-        .bind(entitlement)
-        .execute(pool)
-        .await
-        .expect("entitlement");
+    common::set_entitlement(pool, job.person_id, entitlement).await
 }
 
 /// An account made in the app by hand, as Tenure would not make it.
@@ -110,8 +39,9 @@ async fn seed_account(s: &Setup, user_name: &str, external_id: Option<&str>) -> 
     if let Some(x) = external_id {
         body["externalId"] = x.into();
     }
-    let resp: Value = reqwest::Client::new()
-        .post(format!("{}/Users", s.server.tenant_url(&s.tenant)))
+    let resp: Value = s
+        .http
+        .post(format!("{}/Users", s.url()))
         .bearer_auth(&s.server.token)
         .header("content-type", "application/scim+json")
         .body(body.to_string())
@@ -125,8 +55,8 @@ async fn seed_account(s: &Setup, user_name: &str, external_id: Option<&str>) -> 
 }
 
 async fn get_user(s: &Setup, id: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("{}/Users/{id}", s.server.tenant_url(&s.tenant)))
+    s.http
+        .get(format!("{}/Users/{id}", s.url()))
         .bearer_auth(&s.server.token)
         .send()
         .await
@@ -137,13 +67,7 @@ async fn get_user(s: &Setup, id: &str) -> Value {
 }
 
 async fn events(pool: &PgPool, job: &Job) -> Vec<(String, Value)> {
-    sqlx::query_as::<_, (String, Value)>(
-        "SELECT event_type, data FROM events WHERE stream_id = $1 ORDER BY version",
-    )
-    .bind(account_stream("wiki", job.person_id))
-    .fetch_all(pool)
-    .await
-    .expect("events")
+    stream_events(pool, &account_stream("wiki", job.person_id)).await
 }
 
 fn of_kind<'a>(events: &'a [(String, Value)], kind: &str) -> Vec<&'a Value> {
@@ -176,11 +100,11 @@ async fn failed_for(s: &Setup, w: &AppWorker, job: &Job, attributes: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_requiring_name_formatted_refuses_the_default_body_and_takes_the_shaped_one() {
     let s = setup(Some(&["require-name-formatted"])).await;
-    let plain = worker(&s, "").await;
+    let plain = s.worker("").await;
     let ada = hire(&s.pool, "ada@example.com", "active").await;
     failed_for(&s, &plain, &ada, &["name.formatted"]).await;
 
-    let shaped = worker(&s, "[app.shape]\nname_formatted = true\n").await;
+    let shaped = s.worker("[app.shape]\nname_formatted = true\n").await;
     let bea = hire(&s.pool, "bea@example.com", "active").await;
     assert_eq!(
         shaped.reconcile(&bea).await.expect("reconcile"),
@@ -208,15 +132,13 @@ async fn a_server_requiring_name_formatted_refuses_the_default_body_and_takes_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_rejecting_email_type_and_primary_takes_bare_emails_without_endless_patches() {
     let s = setup(Some(&["reject-email-type-primary"])).await;
-    let plain = worker(&s, "").await;
+    let plain = s.worker("").await;
     let ada = hire(&s.pool, "ada@example.com", "active").await;
     failed_for(&s, &plain, &ada, &["emails.type", "emails.primary"]).await;
 
-    let shaped = worker(
-        &s,
-        "[app.shape]\nomit = [\"emails.type\", \"emails.primary\"]\n",
-    )
-    .await;
+    let shaped = s
+        .worker("[app.shape]\nomit = [\"emails.type\", \"emails.primary\"]\n")
+        .await;
     assert_eq!(
         shaped.reconcile(&ada).await.expect("reconcile"),
         Outcome::Changed(vec!["AccountCreated"])
@@ -238,15 +160,13 @@ async fn a_server_rejecting_email_type_and_primary_takes_bare_emails_without_end
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn constants_reach_the_server_and_do_not_cause_patches() {
     let s = setup(None).await;
-    let w = worker(
-        &s,
-        concat!(
+    let w = s
+        .worker(concat!(
             "[app.shape.constant]\nuserType = \"Employee\"\n",
             "[app.mapping.attributes]\nnickName = \"{given_name}\"\n",
             "addresses = [{ type = \"work\", locality = \"{location}\" }]\n",
-        ),
-    )
-    .await;
+        ))
+        .await;
     let ada = hire(&s.pool, "ada@example.com", "active").await;
     assert_eq!(
         w.reconcile(&ada).await.expect("create"),
@@ -271,11 +191,11 @@ async fn adoption_case(
     external_id: Option<&str>,
 ) -> (Setup, AppWorker, Job, String, Outcome) {
     let s = setup(None).await;
-    let w = worker(
-        &s,
-        &format!("adopt = \"{adopt}\"\n[app.shape]\nname_formatted = true\n"),
-    )
-    .await;
+    let w = s
+        .worker(&format!(
+            "adopt = \"{adopt}\"\n[app.shape]\nname_formatted = true\n"
+        ))
+        .await;
     let job = hire(&s.pool, "ada@example.com", "active").await;
     let id = seed_account(&s, "ada@example.com", external_id).await;
     let outcome = w.reconcile(&job).await.expect("reconcile");
@@ -354,7 +274,7 @@ async fn someone_elses_account_is_refused_unless_adopt_is_always() {
 async fn plan_live_and_reconcile_decide_the_same() {
     // No fault: scim2-server as it is, with the request log kept.
     let s = setup(Some(&[])).await;
-    let w = worker(&s, "[app.shape]\nname_formatted = true\n").await;
+    let w = s.worker("[app.shape]\nname_formatted = true\n").await;
     let new_hire = hire(&s.pool, "new@example.com", "active").await;
     let unmanaged = hire(&s.pool, "hand@example.com", "active").await;
     seed_account(&s, "hand@example.com", None).await;

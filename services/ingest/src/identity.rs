@@ -538,26 +538,19 @@ pub async fn idp_events(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let too_large = format!("body is larger than {} bytes", st.max_body_bytes);
-    if declared.is_some_and(|n| n > st.max_body_bytes) {
+    // A declared length over the limit is refused without reading a byte.
+    let body = if declared.is_some_and(|n| n > st.max_body_bytes) {
+        None
+    } else {
+        to_bytes(body, st.max_body_bytes).await.ok()
+    };
+    let Some(body) = body else {
         return refuse_unauthenticated(
             &st,
             &idp.name,
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            too_large,
-            Bytes::new(),
-            &headers,
-            client,
-        );
-    }
-    let Ok(body) = to_bytes(body, st.max_body_bytes).await else {
-        return refuse_unauthenticated(
-            &st,
-            &idp.name,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            too_large,
+            format!("body is larger than {} bytes", st.max_body_bytes),
             Bytes::new(),
             &headers,
             client,

@@ -309,3 +309,55 @@ async fn with_nats_stopped_a_forged_notification_gets_401_at_once_and_a_genuine_
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_notification_over_the_size_limit_is_refused_whether_its_length_is_declared_or_not(
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let nats = NatsServer::start()?;
+    let bus = Bus::connect(&nats.url(), Duration::from_secs(60)).await?;
+    let ingest = start(&bus).await?;
+    let events = format!("{}/v1/idp/authentik/events", ingest.base);
+    let big = vec![b'x'; MAX_BODY + 1];
+
+    // With Content-Length: refused on the declared length.
+    let r = client()?
+        .post(&events)
+        .bearer_auth(WEBHOOK_TOKEN)
+        .body(big.clone())
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 413);
+    let e: serde_json::Value = r.json().await?;
+    assert_eq!(e["error"], "payload_too_large", "{e}");
+
+    // Chunked, no length declared: refused once the read passes the limit.
+    let addr = ingest.base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await?;
+    let head = format!(
+        "POST /v1/idp/authentik/events HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {WEBHOOK_TOKEN}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await?;
+    for chunk in big.chunks(16 * 1024) {
+        // The server may answer and close before the whole body is sent.
+        if conn
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await
+            .is_err()
+            || conn.write_all(chunk).await.is_err()
+            || conn.write_all(b"\r\n").await.is_err()
+        {
+            break;
+        }
+    }
+    let _ = conn.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+    drop(nats);
+    Ok(())
+}

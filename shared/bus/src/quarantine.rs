@@ -80,13 +80,23 @@ impl Bus {
 
     /// The newest `limit` quarantined payloads, oldest first.
     pub async fn list_quarantine(&self, limit: u64) -> Result<Vec<Quarantined>, BusError> {
+        self.newest(QUARANTINE_STREAM, limit, decode).await
+    }
+
+    /// The newest `limit` entries of a stream, oldest first, each decoded.
+    async fn newest<T>(
+        &self,
+        stream_name: &str,
+        limit: u64,
+        decode: fn(async_nats::jetstream::message::StreamMessage) -> T,
+    ) -> Result<Vec<T>, BusError> {
         let err = |e: String| BusError::Stream {
-            stream: QUARANTINE_STREAM.into(),
+            stream: stream_name.into(),
             detail: e,
         };
         let mut stream = self
             .js
-            .get_stream(QUARANTINE_STREAM)
+            .get_stream(stream_name)
             .await
             .map_err(|e| err(e.to_string()))?;
         let state = stream
@@ -285,35 +295,7 @@ impl Bus {
 
     /// The newest `limit` rejected requests, oldest first.
     pub async fn list_rejected(&self, limit: u64) -> Result<Vec<Rejected>, BusError> {
-        let err = |e: String| BusError::Stream {
-            stream: REJECTED_STREAM.into(),
-            detail: e,
-        };
-        let mut stream = self
-            .js
-            .get_stream(REJECTED_STREAM)
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        let state = stream
-            .info()
-            .await
-            .map_err(|e| err(e.to_string()))?
-            .state
-            .clone();
-        if state.messages == 0 {
-            return Ok(Vec::new());
-        }
-        let from = state
-            .last_sequence
-            .saturating_sub(limit.saturating_sub(1))
-            .max(state.first_sequence);
-        let mut out = Vec::new();
-        for seq in from..=state.last_sequence {
-            if let Ok(m) = stream.get_raw_message(seq).await {
-                out.push(decode_rejected(m));
-            }
-        }
-        Ok(out)
+        self.newest(REJECTED_STREAM, limit, decode_rejected).await
     }
 
     /// How many rejected requests the store holds (one stream read).

@@ -96,11 +96,12 @@ impl Position {
 }
 
 /// Column list matching [`decode_row`].
-pub(crate) const EVENT_COLUMNS: &str = "global_position, \
+pub const EVENT_COLUMNS: &str = "global_position, \
      transaction_id::text::bigint AS transaction_id, \
      stream_id, version, event_id, event_type, data, metadata, recorded_at, prev_hash, hash";
 
-pub(crate) fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+/// One `events` row, selected with [`EVENT_COLUMNS`], as a recorded event.
+pub fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let stream_id: String = row.try_get("stream_id")?;
     let version: i64 = row.try_get("version")?;
     let metadata: Value = row.try_get("metadata")?;
