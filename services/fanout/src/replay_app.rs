@@ -401,11 +401,25 @@ impl AppWorker {
                 d
             }
         };
+        let mut effect = Effect::of_plan(&planned.decision, &planned.ops);
+        let mut detail = detail;
+        // The account Tenure linked is gone and none is wanted: the run
+        // records it as deleted and forgets the link, so the plan says so.
+        if let (Effect::Unchanged, Some(gone), "none") = (
+            effect,
+            planned.stored_remote_id.as_deref(),
+            planned.found_by,
+        ) {
+            effect = Effect::Deleted;
+            detail.push(format!(
+                "forget the link to account {gone}: it is gone from the app"
+            ));
+        }
         Ok(Some(PersonReplay {
             person_id,
             user_name: planned.user_name.clone(),
             entitlement: planned.entitlement.as_str().to_string(),
-            effect: Effect::of_plan(&planned.decision, &planned.ops),
+            effect,
             detail,
         }))
     }

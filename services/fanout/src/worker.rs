@@ -190,6 +190,10 @@ pub struct Planned {
     /// adopted first.
     pub decision: Decision,
     pub ops: Vec<tenure_scim::Op>,
+    /// The account id Tenure has stored for the person in this app, if any.
+    /// A live plan that finds nothing under it will forget the link, as the
+    /// reconcile does (`AccountDeleted` with `observed: true`).
+    pub stored_remote_id: Option<String>,
 }
 
 /// An account Tenure took over under the app's `adopt` policy, for
@@ -297,6 +301,7 @@ impl AppWorker {
             entitlement,
         );
         let user_name = mapping::user_name(&self.app, person_id, &attributes);
+        let stored_remote_id: Option<String> = row.try_get("remote_id")?;
         let (remote, found_by) = if live {
             let job = Job {
                 app: self.app.name.clone(),
@@ -306,7 +311,7 @@ impl AppWorker {
                 approved: false,
             };
             let known = Known {
-                remote_id: row.try_get("remote_id")?,
+                remote_id: stored_remote_id.clone(),
                 user_name: row.try_get("known_user_name")?,
             };
             let mut scratch = Audit::new(&job, &self.app.name);
@@ -349,6 +354,7 @@ impl AppWorker {
             found_by,
             decision,
             ops,
+            stored_remote_id,
         }))
     }
 

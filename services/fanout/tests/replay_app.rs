@@ -247,6 +247,9 @@ async fn a_wiped_app_is_rebuilt_a_restored_backup_is_switched_off_and_a_rerun_ch
     let plan = w.replay_app(true).await.expect("dry run");
     assert_eq!(writes(&s), Vec::<String>::new());
     assert_eq!(plan.counts.created, h.staying.len(), "{:?}", plan.counts);
+    // The plan counts what the run will record: the leavers' links to
+    // accounts the wipe took are forgotten.
+    assert_eq!(plan.counts.deleted, h.leavers.len(), "{:?}", plan.counts);
     assert!(plan
         .persons
         .iter()
