@@ -34,3 +34,5 @@ bench: setup
     source scripts/lib.sh && ensure_nats && ensure_python_peers && TENURE_BIN="$PWD/target/release/tenure" cargo run --release -q -p tenure-e2e --bin bench-schedule
     source scripts/lib.sh && ensure_nats && ensure_python_peers && TENURE_BIN="$PWD/target/release/tenure" cargo run --release -q -p tenure-e2e --bin bench-fanout
     source scripts/lib.sh && ensure_nats && ensure_python_peers && TENURE_BIN="$PWD/target/release/tenure" cargo run --release -q -p tenure-e2e --bin bench-apply
+    # Generates ~10M events with COPY (several minutes); BENCH_PERSONS / BENCH_EVENTS scale it down.
+    cargo run --release -q -p tenure-e2e --bin bench-audit

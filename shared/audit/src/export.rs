@@ -20,6 +20,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -113,6 +114,45 @@ pub struct ExportFilter {
     pub app: Option<String>,
 }
 
+/// One [`ExportedEvent`] line with its `\n`, `data` and `metadata` copied as
+/// the database prints them instead of parsed and printed again (81,000
+/// to 153,000 events/s on 11M events, docs/benchmarks.md). The line still parses
+/// as an `ExportedEvent`, and the hash is recomputed from what it parses to.
+fn event_line(row: &PgRow, global_position: i64) -> Result<Vec<u8>, AuditError> {
+    let encode = |e: serde_json::Error| AuditError::Format(format!("cannot encode an event: {e}"));
+    let data: &str = row.try_get("data")?;
+    let metadata: &str = row.try_get("metadata")?;
+    let mut line = Vec::with_capacity(data.len() + metadata.len() + 400);
+    let transaction_id: i64 = row.try_get("transaction_id")?;
+    let version: i64 = row.try_get("version")?;
+    let event_id: Uuid = row.try_get("event_id")?;
+    let recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
+    let prev_hash: &[u8] = row.try_get("prev_hash")?;
+    let hash: &[u8] = row.try_get("hash")?;
+    write!(
+        line,
+        "{{\"global_position\":{global_position},\"transaction_id\":{transaction_id},\"stream_id\":"
+    )?;
+    serde_json::to_writer(&mut line, row.try_get::<&str, _>("stream_id")?).map_err(encode)?;
+    write!(
+        line,
+        ",\"version\":{version},\"event_id\":\"{event_id}\",\"event_type\":"
+    )?;
+    serde_json::to_writer(&mut line, row.try_get::<&str, _>("event_type")?).map_err(encode)?;
+    write!(
+        line,
+        ",\"data\":{data},\"metadata\":{metadata},\"recorded_at\":"
+    )?;
+    serde_json::to_writer(&mut line, &recorded_at).map_err(encode)?;
+    writeln!(
+        line,
+        ",\"prev_hash\":\"{}\",\"hash\":\"{}\"}}",
+        hex::encode(prev_hash),
+        hex::encode(hash)
+    )?;
+    Ok(line)
+}
+
 /// Writes the events recorded in `[from, to)` (of one app when asked) in
 /// global position order, then the signed manifest. Rows are streamed, so
 /// memory does not grow with the export.
@@ -125,7 +165,8 @@ pub async fn export(
     let mut conn = pool.acquire().await?;
     let mut rows = sqlx::query(
         "SELECT global_position, transaction_id::text::bigint AS transaction_id, stream_id,
-                version, event_id, event_type, data, metadata, recorded_at, prev_hash, hash
+                version, event_id, event_type, data::text AS data, metadata::text AS metadata,
+                recorded_at, prev_hash, hash
          FROM events
          WHERE recorded_at >= $1 AND recorded_at < $2
            AND ($3::text IS NULL OR metadata->>'app' = $3)
@@ -138,29 +179,13 @@ pub async fn export(
     let mut hasher = Sha256::new();
     let (mut count, mut first, mut last) = (0u64, None, None);
     while let Some(row) = rows.try_next().await? {
-        let prev_hash: Vec<u8> = row.try_get("prev_hash")?;
-        let hash: Vec<u8> = row.try_get("hash")?;
-        let event = ExportedEvent {
-            global_position: row.try_get("global_position")?,
-            transaction_id: row.try_get("transaction_id")?,
-            stream_id: row.try_get("stream_id")?,
-            version: row.try_get("version")?,
-            event_id: row.try_get("event_id")?,
-            event_type: row.try_get("event_type")?,
-            data: row.try_get("data")?,
-            metadata: row.try_get("metadata")?,
-            recorded_at: row.try_get("recorded_at")?,
-            prev_hash: hex::encode(prev_hash),
-            hash: hex::encode(hash),
-        };
-        let mut line = serde_json::to_vec(&event)
-            .map_err(|e| AuditError::Format(format!("cannot encode an event: {e}")))?;
-        line.push(b'\n');
+        let global_position: i64 = row.try_get("global_position")?;
+        let line = event_line(&row, global_position)?;
         hasher.update(&line);
         out.write_all(&line)?;
         count += 1;
-        first.get_or_insert(event.global_position);
-        last = Some(event.global_position);
+        first.get_or_insert(global_position);
+        last = Some(global_position);
     }
     let manifest = Manifest {
         format: FORMAT.into(),

@@ -34,6 +34,62 @@ pub(crate) fn decode(row: &PgRow) -> Result<RecordedEvent, AuditError> {
     })
 }
 
+/// What the account fold reads of an event: no hashes, and of the metadata
+/// only the ids an [`EventRef`] carries: exactly the columns the partial
+/// indexes of migrations 0014 and 0015 include, so their reads stay
+/// index-only.
+const FOLD_COLUMNS: &str = "global_position, stream_id, version, event_id, event_type, data, \
+     recorded_at, (metadata->>'correlation_id')::uuid AS correlation_id, \
+     (metadata->>'causation_id')::uuid AS causation_id";
+
+/// A row of [`FOLD_COLUMNS`]: an event with only what the fold reads
+/// (empty hashes, transaction id 0); never returned to callers.
+fn decode_for_fold(row: &PgRow) -> Result<RecordedEvent, AuditError> {
+    Ok(RecordedEvent {
+        global_position: row.try_get("global_position")?,
+        transaction_id: 0,
+        stream_id: row.try_get("stream_id")?,
+        version: row.try_get("version")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        data: row.try_get("data")?,
+        metadata: tenure_store::Metadata {
+            correlation_id: row.try_get("correlation_id")?,
+            causation_id: row.try_get("causation_id")?,
+            ..tenure_store::Metadata::default()
+        },
+        recorded_at: row.try_get("recorded_at")?,
+        prev_hash: String::new(),
+        hash: String::new(),
+    })
+}
+
+/// The account events that can change what access at an instant shows:
+/// an account appearing, deactivated or deleted, and the updates writing
+/// `active` or `userName`. Exactly the predicate of the partial index
+/// `events_account_access_idx` (migrations/0014_audit_access_index.sql):
+/// change one, change both. Updates of other attributes (a mover's title)
+/// leave `active`, `userName` and the account's id as they were, so the
+/// fold comes out the same without them (the id aside, see `access_at`).
+const ACCESS_EVENTS: &str = "stream_id LIKE 'account-%' AND (
+        event_type IN ('AccountCreated', 'AccountLinked', 'AccountAdopted', 'AccountDeactivated', 'AccountDeleted')
+        OR (event_type = 'AccountUpdated' AND (
+            data ? 'replaced_with'
+            OR data->'changes' @> '[{\"path\": \"active\"}]'
+            OR data->'changes' @> '[{\"path\": \"userName\"}]')))";
+
+/// [`ACCESS_EVENTS`] and the events that explain a slow deprovisioning
+/// (`REASON_TYPES`): the predicate of the partial index
+/// `events_leaver_accounts_idx` (migrations/0015_audit_leaver_accounts_index.sql),
+/// keyed by person for time to deprovision and the exceptions report.
+const LEAVER_EVENTS: &str = "stream_id LIKE 'account-%' AND (
+        event_type IN ('AccountCreated', 'AccountLinked', 'AccountAdopted', 'AccountDeactivated', 'AccountDeleted',
+                       'JobDeadLettered', 'DeprovisionStaged', 'ScimCallFailed', 'ReconcileFailed')
+        OR (event_type = 'AccountUpdated' AND (
+            data ? 'replaced_with'
+            OR data->'changes' @> '[{\"path\": \"active\"}]'
+            OR data->'changes' @> '[{\"path\": \"userName\"}]')))";
+
 fn types(lists: &[&[&str]]) -> Vec<String> {
     lists
         .iter()
@@ -65,8 +121,8 @@ async fn person_labels(
 ) -> Result<HashMap<Uuid, String>, AuditError> {
     let streams: Vec<String> = persons.iter().map(|p| format!("person-{p}")).collect();
     // One backward walk of the (stream_id, version) index per person that
-    // stops at the first event with attributes: a DISTINCT ON over the
-    // streams read every event of every person (100k persons: seconds).
+    // stops at the first event with attributes, instead of a DISTINCT ON
+    // that read and sorted every event of every person asked about.
     let rows = sqlx::query(
         "SELECT s.stream_id, last.attributes
          FROM unnest($1::text[]) AS s(stream_id)
@@ -88,6 +144,36 @@ async fn person_labels(
         if let Some(p) = stream.strip_prefix("person-").and_then(|p| p.parse().ok()) {
             out.insert(p, person_label(&attributes));
         }
+    }
+    Ok(out)
+}
+
+/// The last remote id each of these account streams named up to `at`
+/// (all events when `None`), by stream.
+async fn remote_ids(
+    pool: &PgPool,
+    streams: &[String],
+    at: Option<DateTime<Utc>>,
+) -> Result<HashMap<String, String>, AuditError> {
+    if streams.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = sqlx::query(
+        "SELECT DISTINCT ON (stream_id) stream_id, data->>'remote_id' AS remote_id
+         FROM events
+         WHERE stream_id = ANY($1) AND event_type = ANY($2)
+           AND ($3::timestamptz IS NULL OR recorded_at <= $3)
+           AND data->>'remote_id' IS NOT NULL
+         ORDER BY stream_id, version DESC",
+    )
+    .bind(streams)
+    .bind(types(&[ACCOUNT_STATE_TYPES]))
+    .bind(at)
+    .fetch_all(pool)
+    .await?;
+    let mut out = HashMap::new();
+    for row in rows {
+        out.insert(row.try_get("stream_id")?, row.try_get("remote_id")?);
     }
     Ok(out)
 }
@@ -186,29 +272,43 @@ pub async fn access_at(
     at: DateTime<Utc>,
     include_inactive: bool,
 ) -> Result<AccessReport, AuditError> {
+    // An index-only scan of `events_account_access_idx` (ACCESS_EVENTS);
+    // sorted here rather than by the database, whose sort spilled to disk.
     let sql = format!(
-        "SELECT {COLUMNS} FROM events
-         WHERE metadata->>'app' = $1 AND event_type = ANY($2) AND recorded_at <= $3
-           AND stream_id LIKE 'account-%'
-         ORDER BY stream_id, version"
+        "SELECT {FOLD_COLUMNS} FROM events
+         WHERE metadata->>'app' = $1 AND recorded_at <= $2 AND {ACCESS_EVENTS}"
     );
-    let events = fetch(
-        pool,
-        sqlx::query(&sql)
-            .bind(app)
-            .bind(types(&[ACCOUNT_STATE_TYPES]))
-            .bind(at),
-    )
-    .await?;
+    let mut events: Vec<RecordedEvent> = sqlx::query(&sql)
+        .bind(app)
+        .bind(at)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(decode_for_fold)
+        .collect::<Result<_, _>>()?;
+    events.sort_unstable_by(|a, b| (&a.stream_id, a.version).cmp(&(&b.stream_id, b.version)));
     let mut held = Vec::new();
+    let mut unknown_ids = Vec::new();
     for (stream, events) in by_stream(events) {
         let Some((_, person_id)) = parse_account_stream(&stream) else {
             continue;
         };
         if let Some(state) = fold_account(&events).state {
             if state.active || include_inactive {
+                if state.remote_id.is_none() {
+                    unknown_ids.push(stream.clone());
+                }
                 held.push((person_id, state));
             }
+        }
+    }
+    // The updates left out of ACCESS_EVENTS name the id the account already
+    // had, except where the create's answer was lost and a later call was
+    // the first to carry the id: those few are looked up in full.
+    let late_ids = remote_ids(pool, &unknown_ids, Some(at)).await?;
+    for (person_id, state) in &mut held {
+        if state.remote_id.is_none() {
+            state.remote_id = late_ids.get(&format!("account-{app}-{person_id}")).cloned();
         }
     }
     let persons: Vec<Uuid> = held.iter().map(|(p, _)| *p).collect();
@@ -331,7 +431,10 @@ pub async fn person_access(
     })
 }
 
-/// Account and reason events of these persons, per account stream.
+/// Account and reason events of these persons, per account stream, as the
+/// fold reads them ([`FOLD_COLUMNS`]): an index-only scan of
+/// `events_leaver_accounts_idx` ([`LEAVER_EVENTS`]), so updates that write
+/// neither `active` nor `userName` are not among them.
 async fn account_streams_of(
     pool: &PgPool,
     persons: &[Uuid],
@@ -339,12 +442,18 @@ async fn account_streams_of(
 ) -> Result<BTreeMap<String, Vec<RecordedEvent>>, AuditError> {
     let ids: Vec<String> = persons.iter().map(|p| p.hyphenated().to_string()).collect();
     let sql = format!(
-        "SELECT {COLUMNS} FROM events
-         WHERE metadata->>'person_id' = ANY($1) AND event_type = ANY($2)
-           AND stream_id LIKE 'account-%'
-         ORDER BY stream_id, version"
+        "SELECT {FOLD_COLUMNS} FROM events
+         WHERE metadata->>'person_id' = ANY($1) AND event_type = ANY($2) AND {LEAVER_EVENTS}"
     );
-    let events = fetch(pool, sqlx::query(&sql).bind(&ids).bind(types(kinds))).await?;
+    let mut events: Vec<RecordedEvent> = sqlx::query(&sql)
+        .bind(&ids)
+        .bind(types(kinds))
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(decode_for_fold)
+        .collect::<Result<_, _>>()?;
+    events.sort_unstable_by(|a, b| (&a.stream_id, a.version).cmp(&(&b.stream_id, b.version)));
     Ok(by_stream(events))
 }
 
@@ -410,9 +519,14 @@ pub async fn deprovision(
 /// Leavers with an active account, accounts whose last SCIM call failed,
 /// and the unmanaged accounts of each app's latest sweep.
 pub async fn exceptions(pool: &PgPool) -> Result<ExceptionsReport, AuditError> {
+    // Only a person terminated (or purged) at some point can be a leaver
+    // now: the others' lifecycle events are not read.
     let sql = format!(
         "SELECT {COLUMNS} FROM events
-         WHERE event_type = ANY($1) AND stream_id LIKE 'person-%'
+         WHERE event_type = ANY($1) AND stream_id IN (
+             SELECT stream_id FROM events
+             WHERE event_type IN ('PersonTerminated', 'PersonPurged') AND stream_id LIKE 'person-%'
+         )
          ORDER BY stream_id, version"
     );
     let lifecycle =
@@ -436,16 +550,34 @@ pub async fn exceptions(pool: &PgPool) -> Result<ExceptionsReport, AuditError> {
             .active_leaver_accounts
             .extend(active_leaver(t, app, state.as_ref()));
     }
+    // As in `access_at`: an id first named by an update left out.
+    let unknown: Vec<String> = report
+        .active_leaver_accounts
+        .iter()
+        .filter(|a| a.remote_id.is_none())
+        .map(|a| format!("account-{}-{}", a.app, a.person_id))
+        .collect();
+    let late_ids = remote_ids(pool, &unknown, None).await?;
+    for a in &mut report.active_leaver_accounts {
+        if a.remote_id.is_none() {
+            a.remote_id = late_ids
+                .get(&format!("account-{}-{}", a.app, a.person_id))
+                .cloned();
+        }
+    }
 
-    // Only the failed ones leave the database: most accounts' last call
-    // succeeded.
+    // A failed call that no later call on its stream followed. Starting
+    // from the (few) failures keeps this off the millions of successful
+    // calls, which a "last call per stream, then keep the failed" query
+    // had to sort.
     let sql = format!(
-        "SELECT {COLUMNS} FROM (
-             SELECT DISTINCT ON (stream_id) * FROM events
-             WHERE event_type = ANY($1) AND stream_id LIKE 'account-%'
-             ORDER BY stream_id, version DESC
-         ) last
-         WHERE event_type = 'ScimCallFailed'
+        "SELECT {COLUMNS} FROM events failed
+         WHERE failed.event_type = 'ScimCallFailed' AND failed.stream_id LIKE 'account-%'
+           AND NOT EXISTS (
+               SELECT 1 FROM events later
+               WHERE later.stream_id = failed.stream_id AND later.version > failed.version
+                 AND later.event_type = ANY($1)
+           )
          ORDER BY global_position"
     );
     for last in fetch(pool, sqlx::query(&sql).bind(types(&[CALL_TYPES]))).await? {

@@ -178,3 +178,48 @@ async fn exceptions_list_active_leavers_and_failed_last_calls() {
     assert_eq!(report.failed_last_calls.len(), 1);
     assert_eq!(report.failed_last_calls[0].person_id, flaky.id);
 }
+
+#[tokio::test]
+async fn access_reflects_renames_and_ids_learnt_after_a_lost_create_answer() {
+    let db = db().await;
+    let pool = &db.pool;
+    let mut eve = Person::new("eve");
+    eve.hired(pool).await;
+    // The create's answer was lost: the account's id is first named by a
+    // later PATCH of an attribute the access report does not show.
+    eve.account(
+        pool,
+        "wiki",
+        "AccountCreated",
+        serde_json::json!({"remote_id": null, "user_name": "eve", "active": true}),
+    )
+    .await;
+    eve.account(
+        pool,
+        "wiki",
+        "AccountUpdated",
+        serde_json::json!({"remote_id": "r-late", "changes": [
+            {"op": "replace", "path": "title", "value": "Lead"}]}),
+    )
+    .await;
+    let id_learnt = tick().await;
+    let report = access_at(pool, "wiki", id_learnt, false).await.unwrap();
+    assert_eq!(report.rows.len(), 1);
+    assert_eq!(report.rows[0].remote_id.as_deref(), Some("r-late"));
+    assert_eq!(report.rows[0].user_name.as_deref(), Some("eve"));
+
+    eve.account(
+        pool,
+        "wiki",
+        "AccountUpdated",
+        serde_json::json!({"remote_id": "r-late", "changes": [
+            {"op": "replace", "path": "userName", "value": "eve.new"}]}),
+    )
+    .await;
+    let now = tick().await;
+    let report = access_at(pool, "wiki", now, false).await.unwrap();
+    assert_eq!(report.rows.len(), 1);
+    assert_eq!(report.rows[0].remote_id.as_deref(), Some("r-late"));
+    assert_eq!(report.rows[0].user_name.as_deref(), Some("eve.new"));
+    assert!(report.rows[0].active);
+}
