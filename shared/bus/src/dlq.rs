@@ -92,34 +92,18 @@ impl Bus {
         app: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeadLetterEntry>, BusError> {
-        let mut stream = self.js.get_stream(DLQ_STREAM).await.map_err(err)?;
-        let state = stream.info().await.map_err(err)?.state.clone();
-        let mut out = Vec::new();
-        if state.messages == 0 {
-            return Ok(out);
-        }
-        for seq in state.first_sequence..=state.last_sequence {
-            if out.len() >= limit {
-                break;
-            }
-            // Redriven letters leave gaps.
-            let Ok(m) = stream.get_raw_message(seq).await else {
-                continue;
-            };
-            if m.subject.starts_with(subjects::DLQ_MESSAGES_PREFIX) {
-                continue;
-            }
-            let Ok(letter) = serde_json::from_slice::<DeadLetter>(&m.payload) else {
-                continue;
-            };
-            if app.is_none_or(|a| a == letter.job.app) {
-                out.push(DeadLetterEntry {
-                    sequence: seq,
-                    letter,
-                });
-            }
-        }
-        Ok(out)
+        Ok(self
+            .scan_dead(limit, |e| match e {
+                DeadEntry::Job(j) => app.is_none_or(|a| a == j.letter.job.app),
+                DeadEntry::Message(_) => false,
+            })
+            .await?
+            .into_iter()
+            .filter_map(|e| match e {
+                DeadEntry::Job(j) => Some(j),
+                DeadEntry::Message(_) => None,
+            })
+            .collect())
     }
 
     pub async fn dead_letter_entry(
@@ -388,6 +372,30 @@ impl Bus {
         filter: &DeadFilter,
         limit: usize,
     ) -> Result<Vec<DeadEntry>, BusError> {
+        self.scan_dead(limit, |entry| match entry {
+            DeadEntry::Job(j) => {
+                filter.consumer.is_none()
+                    && filter.app.as_deref().is_none_or(|a| a == j.letter.job.app)
+            }
+            DeadEntry::Message(d) => {
+                filter.app.is_none()
+                    && filter
+                        .consumer
+                        .as_deref()
+                        .is_none_or(|c| c == d.message.consumer)
+            }
+        })
+        .await
+    }
+
+    /// The dead-letter stream oldest first, up to `limit` entries that
+    /// `wanted` keeps. Redriven letters leave gaps; entries that do not
+    /// decode are skipped.
+    async fn scan_dead(
+        &self,
+        limit: usize,
+        wanted: impl Fn(&DeadEntry) -> bool,
+    ) -> Result<Vec<DeadEntry>, BusError> {
         let mut stream = self.js.get_stream(DLQ_STREAM).await.map_err(err)?;
         let state = stream.info().await.map_err(err)?.state.clone();
         let mut out = Vec::new();
@@ -401,24 +409,9 @@ impl Bus {
             let Ok(m) = stream.get_raw_message(seq).await else {
                 continue;
             };
-            let Some(entry) = decode_entry(&m) else {
-                continue;
-            };
-            let wanted = match &entry {
-                DeadEntry::Job(j) => {
-                    filter.consumer.is_none()
-                        && filter.app.as_deref().is_none_or(|a| a == j.letter.job.app)
-                }
-                DeadEntry::Message(d) => {
-                    filter.app.is_none()
-                        && filter
-                            .consumer
-                            .as_deref()
-                            .is_none_or(|c| c == d.message.consumer)
-                }
-            };
-            if wanted {
-                out.push(entry);
+            match decode_entry(&m) {
+                Some(entry) if wanted(&entry) => out.push(entry),
+                _ => {}
             }
         }
         Ok(out)
